@@ -1,0 +1,59 @@
+"""Every exception swsrs raises on purpose, in one place.
+
+The SDK raises these; the CLI turns them into one line on stderr and an
+exit code. ``SwsrsError`` is the root so callers can catch everything.
+"""
+
+from __future__ import annotations
+
+
+class SwsrsError(Exception):
+    """Base class for all swsrs errors."""
+
+
+class ConfigError(SwsrsError):
+    """A bad flag, environment variable or combination (CLI exit code 2)."""
+
+
+class RelayUnreachable(SwsrsError):
+    """The relay could not be reached (DNS, TCP, TLS, or timeout)."""
+
+
+class HandshakeTimeout(RelayUnreachable):
+    """The WebSocket handshake did not complete in time."""
+
+
+class HTTPStatusError(SwsrsError):
+    """The relay answered with an unexpected HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFound(HTTPStatusError):
+    """The session does not exist, has expired or was deleted (404)."""
+
+
+class Unauthorized(HTTPStatusError):
+    """The token was missing or refused (401)."""
+
+
+class Forbidden(HTTPStatusError):
+    """The token is valid but lacks a scope, or the Origin is not allowed (403)."""
+
+
+class SlotTaken(HTTPStatusError):
+    """Another connection already holds this slot of the session (409)."""
+
+
+class AuthDisabled(SwsrsError):
+    """Discovery answered 404: the relay runs with ``--no-auth``."""
+
+
+class PeerGone(SwsrsError):
+    """The counterpart left, or the relay closed the tunnel."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code

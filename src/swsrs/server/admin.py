@@ -1,0 +1,128 @@
+"""The admin API: ``/admin/sessions[/{id}]`` and the discovery document.
+
+Each route names the scope it needs; the :class:`Authorizer` decides.
+Tokens leave the relay once, in the create response, and never again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from aiohttp import web
+
+from swsrs.server.config import ServerConfig
+from swsrs.server.rendezvous import Rendezvous, rfc3339
+from swsrs.server.sessions import SessionStore, mint
+from swsrs.wire.frames import CLOSE_NORMAL
+
+log = logging.getLogger("swsrs.admin")
+
+SCOPE_CREATE = "swsrs:session:create"
+SCOPE_READ = "swsrs:session:read"
+SCOPE_DELETE = "swsrs:session:delete"
+AUTH_DISABLED_BODY = "auth disabled on this deployment (--no-auth)"
+
+
+class Authorizer(Protocol):
+    """Checks an admin request; returns a refusal (401/403/503) or ``None`` to let it through."""
+
+    async def authorize(self, request: web.Request, scope: str) -> web.Response | None: ...
+
+    def discovery(self) -> dict[str, object] | None:
+        """The ``/.well-known/swsrs-config`` document, or ``None`` when auth is off."""
+        ...
+
+
+class NoAuth:
+    """``--no-auth``: every admin request passes. Development only."""
+
+    async def authorize(self, request: web.Request, scope: str) -> web.Response | None:
+        return None
+
+    def discovery(self) -> dict[str, object] | None:
+        return None
+
+
+def _text(status: int, reason: str) -> web.Response:
+    return web.Response(status=status, text=reason + "\n")
+
+
+class AdminAPI:
+    def __init__(
+        self,
+        config: ServerConfig,
+        store: SessionStore,
+        rendezvous: Rendezvous,
+        authorizer: Authorizer,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.rendezvous = rendezvous
+        self.auth = authorizer
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/admin/sessions", self.create),
+            web.get("/admin/sessions", self.list),
+            web.get("/admin/sessions/{id}", self.get),
+            web.delete("/admin/sessions/{id}", self.delete),
+            web.get("/.well-known/swsrs-config", self.well_known),
+        ]
+
+    async def create(self, request: web.Request) -> web.Response:
+        if (refusal := await self.auth.authorize(request, SCOPE_CREATE)) is not None:
+            return refusal
+        minted = mint(self.config.session_ttl)
+        rec = minted.record
+        await self.store.add(rec)
+        body: dict[str, object] = {
+            "id": rec.id,
+            "initiator_token": minted.initiator_token,
+            "responder_token": minted.responder_token,
+        }
+        if self.config.public_base_url:
+            url = f"{self.config.public_base_url}/relay/{rec.id}"
+            body["initiator_url"] = url
+            body["responder_url"] = url
+        body["created_at"] = rfc3339(rec.created_at)
+        body["expires_at"] = rfc3339(rec.expires_at)
+        log.info("session %s created (expires %s)", rec.id, body["expires_at"])
+        return web.json_response(body, status=201)
+
+    async def list(self, request: web.Request) -> web.Response:
+        if (refusal := await self.auth.authorize(request, SCOPE_READ)) is not None:
+            return refusal
+        records = [r for r in await self.store.list() if not r.expired()]
+        return web.json_response({"sessions": [self.rendezvous.status(r) for r in records]})
+
+    async def get(self, request: web.Request) -> web.Response:
+        if (refusal := await self.auth.authorize(request, SCOPE_READ)) is not None:
+            return refusal
+        rec = await self.store.get(request.match_info["id"])
+        if rec is None or rec.expired():
+            return _text(404, "session not found or expired")
+        return web.json_response(self.rendezvous.status(rec))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        if (refusal := await self.auth.authorize(request, SCOPE_DELETE)) is not None:
+            return refusal
+        sid = request.match_info["id"]
+        rec = await self.store.get(sid)
+        if rec is None or rec.expired():
+            return _text(404, "session not found or expired")
+        await self.store.delete(sid)
+        live = self.rendezvous.end(sid, CLOSE_NORMAL, "session deleted")
+        log.info(
+            "session %s closed: deleted (bytes_in=%d bytes_out=%d)",
+            sid,
+            live.bytes_in if live else 0,
+            live.bytes_out if live else 0,
+        )
+        return web.Response(status=204)
+
+    async def well_known(self, request: web.Request) -> web.Response:
+        doc = self.auth.discovery()
+        if doc is None:
+            return _text(404, AUTH_DISABLED_BODY)
+        return web.json_response(doc, headers={"Cache-Control": "public, max-age=300"})

@@ -1,0 +1,157 @@
+"""Wiring of the relay: one aiohttp server for both planes, the reaper, and a clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from swsrs.server.admin import AdminAPI, Authorizer, NoAuth
+from swsrs.server.config import ServerConfig
+from swsrs.server.relay import RelayHandler
+from swsrs.server.rendezvous import Rendezvous
+from swsrs.server.sessions import MemorySessionStore, SessionStore
+from swsrs.wire.frames import CLOSE_GOING_AWAY
+
+log = logging.getLogger("swsrs")
+
+SHUTDOWN_GRACE = 3.0  # seconds peers get to answer our 1001 close on shutdown
+
+NO_AUTH_WARNING = """
+************************************************************************
+*  WARNING: --no-auth is set. The admin API is OPEN: anyone who can    *
+*  reach this port can create, list and delete sessions.               *
+*  Use it for development only. The data plane still needs tokens.     *
+************************************************************************"""
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+class Relay:
+    """A relay server: build it, :meth:`start` it, :meth:`stop` it."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        store: SessionStore | None = None,
+        authorizer: Authorizer | None = None,
+    ) -> None:
+        self.config = config
+        self.store: SessionStore = store or MemorySessionStore()
+        self.rendezvous = Rendezvous(
+            peer_wait=config.peer_wait,
+            max_message=config.max_frame_size,
+            on_expired=self._forget,
+        )
+        self.authorizer: Authorizer = authorizer or NoAuth()
+        self.app = web.Application()
+        self.app.add_routes(
+            [
+                web.get("/healthz", _healthz),
+                web.get("/relay/{id}", RelayHandler(self.store, self.rendezvous)),
+                *AdminAPI(config, self.store, self.rendezvous, self.authorizer).routes(),
+            ]
+        )
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[object]] = set()
+        self.addresses: list[str] = []
+
+    def _forget(self, session_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self.store.delete(session_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reap_interval)
+            try:
+                for rec in await self.store.pop_expired(time.time()):
+                    live = self.rendezvous.end(rec.id, CLOSE_GOING_AWAY, "session expired")
+                    log.info(
+                        "session %s closed: expired (bytes_in=%d bytes_out=%d)",
+                        rec.id,
+                        live.bytes_in if live else 0,
+                        live.bytes_out if live else 0,
+                    )
+            except Exception:  # the reaper must outlive a store hiccup
+                log.exception("reaper failed; retrying next interval")
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.config.tls_cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        assert self.config.tls_key is not None
+        ctx.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        return ctx
+
+    async def start(self) -> None:
+        # No access log: a query string may carry a data-plane token.
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        self._site = web.TCPSite(
+            self._runner,
+            host=self.config.host,
+            port=self.config.port,
+            ssl_context=self._ssl_context(),
+            reuse_address=True,
+        )
+        await self._site.start()
+        server = self._site._server  # the asyncio.Server, for the bound port when --addr :0
+        sockets = getattr(server, "sockets", None) or []
+        scheme = self.config.scheme
+        for s in sockets:
+            host, port = s.getsockname()[:2]
+            host = f"[{host}]" if ":" in host else host
+            self.addresses.append(f"{scheme}://{host}:{port}")
+        self._reaper = asyncio.get_running_loop().create_task(self._reap())
+
+    async def stop(self) -> None:
+        """Stop accepting, close every peer with 1001, give them a moment, then exit."""
+        if self._site is not None:
+            server = self._site._server
+            if server is not None:
+                server.close()  # stop listening; open connections stay
+        if self._reaper is not None:
+            self._reaper.cancel()
+        n = self.rendezvous.close_all(CLOSE_GOING_AWAY, "relay shutting down")
+        if n:
+            log.info("closing %d peer connection(s) with 1001", n)
+            deadline = time.monotonic() + SHUTDOWN_GRACE
+            while self.rendezvous.connected() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.store.close()
+
+
+async def serve(config: ServerConfig, *, on_ready: Callable[[Relay], None] | None = None) -> int:
+    """Run a relay until SIGINT/SIGTERM; return the exit status."""
+    if config.no_auth:
+        log.warning(NO_AUTH_WARNING)
+    relay = Relay(config)
+    await relay.start()
+    for addr in relay.addresses:
+        log.info("listening on %s", addr)
+    if on_ready is not None:
+        on_ready(relay)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await relay.stop()
+    log.info("stopped")
+    return 0

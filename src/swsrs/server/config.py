@@ -1,0 +1,146 @@
+"""``swsrs serve`` configuration: flags over environment over defaults, validated once.
+
+Every problem is a :class:`~swsrs.errors.ConfigError` with a one-line
+reason; the CLI turns it into exit status 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from swsrs.durations import parse_duration
+from swsrs.errors import ConfigError
+from swsrs.urls import to_ws_base
+
+_TRUE = {"1", "true", "yes", "on", "t", "y"}
+_FALSE = {"0", "false", "no", "off", "f", "n", ""}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str | None = None  # None: every interface, like Go's ":8080"
+    port: int = 8080
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_client_id: str | None = None
+    session_ttl: float = 3600.0
+    peer_wait: float = 120.0
+    reap_interval: float = 30.0
+    public_base_url: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    no_auth: bool = False
+    max_frame_size: int = -1
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
+
+def parse_addr(text: str) -> tuple[str | None, int]:
+    """``host:port``, ``:port`` or ``[v6]:port`` → (host or None for all interfaces, port)."""
+    t = text.strip()
+    host, sep, port_s = t.rpartition(":")
+    if not sep or not port_s.isdigit():
+        raise ConfigError(f"invalid --addr {text!r} (want host:port or :port)")
+    port = int(port_s)
+    if port > 65535:
+        raise ConfigError(f"invalid --addr {text!r}: port out of range")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return (host or None), port
+
+
+def parse_bool(name: str, text: str) -> bool:
+    v = text.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ConfigError(f"invalid {name} {text!r} (want true or false)")
+
+
+def _duration(name: str, text: str, *, allow_zero: bool = False) -> float:
+    try:
+        secs = parse_duration(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    if secs < 0 or (secs == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be positive, got {text!r}")
+    return secs
+
+
+def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
+    """Build the configuration from parsed flags (``None`` = not given) and the environment."""
+
+    def pick(flag: str, var: str) -> str | None:
+        v = flags.get(flag)
+        if v is not None:
+            return str(v)
+        e = env.get(var)
+        return e if e not in (None, "") else None
+
+    no_auth_flag = flags.get("no_auth")
+    if no_auth_flag:
+        no_auth = True
+    else:
+        no_auth = parse_bool("SWSRS_NO_AUTH", env.get("SWSRS_NO_AUTH", ""))
+
+    host, port = parse_addr(pick("addr", "SWSRS_ADDR") or ":8080")
+    issuer = pick("oidc_issuer", "SWSRS_OIDC_ISSUER")
+    if not no_auth and not issuer:
+        raise ConfigError(
+            "an OIDC issuer is required (--oidc-issuer or SWSRS_OIDC_ISSUER); "
+            "use --no-auth only for development"
+        )
+    if issuer and not issuer.startswith(("https://", "http://")):
+        raise ConfigError(f"--oidc-issuer must be an http(s) URL, got {issuer!r}")
+
+    ttl = _duration("--session-ttl", pick("session_ttl", "SWSRS_SESSION_TTL") or "1h")
+    peer_wait = _duration("--peer-wait", pick("peer_wait", "SWSRS_PEER_WAIT") or "2m")
+    reap = _duration("--reap-interval", pick("reap_interval", "SWSRS_REAP_INTERVAL") or "30s")
+
+    base = pick("public_base_url", "SWSRS_PUBLIC_BASE_URL")
+    if base is not None:
+        try:
+            base = to_ws_base(base)
+        except ConfigError:
+            raise ConfigError(
+                f"--public-base-url must be an http(s) or ws(s) URL, got {base!r}"
+            ) from None
+
+    origins_raw = pick("allowed_origins", "SWSRS_ALLOWED_ORIGINS") or ""
+    origins = tuple(o.strip().lower() for o in origins_raw.split(",") if o.strip())
+
+    cert = pick("tls_cert", "SWSRS_TLS_CERT")
+    key = pick("tls_key", "SWSRS_TLS_KEY")
+    if bool(cert) != bool(key):
+        raise ConfigError("--tls-cert and --tls-key must be given together")
+
+    mfs_raw = pick("max_frame_size", "SWSRS_MAX_FRAME_SIZE") or "-1"
+    try:
+        mfs = int(mfs_raw)
+    except ValueError:
+        raise ConfigError(f"--max-frame-size must be an integer, got {mfs_raw!r}") from None
+    if mfs == 0 or mfs < -1:
+        raise ConfigError("--max-frame-size must be -1 (unlimited) or a positive byte count")
+
+    return ServerConfig(
+        host=host,
+        port=port,
+        oidc_issuer=issuer,
+        oidc_audience=pick("oidc_audience", "SWSRS_OIDC_AUDIENCE"),
+        oidc_client_id=pick("oidc_client_id", "SWSRS_OIDC_CLIENT_ID"),
+        session_ttl=ttl,
+        peer_wait=peer_wait,
+        reap_interval=reap,
+        public_base_url=base,
+        allowed_origins=origins,
+        tls_cert=cert,
+        tls_key=key,
+        no_auth=no_auth,
+        max_frame_size=mfs,
+    )

@@ -1,0 +1,169 @@
+"""Who is attached to which slot right now, and the pairing of the two.
+
+Pairing is driven by the second attach itself: no polling. Each
+:class:`LiveSession` also owns the timers that bound a session's life
+(its TTL) and a lone peer's wait (``--peer-wait``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from swsrs.durations import format_duration
+from swsrs.server.sessions import ROLES, Role, SessionRecord
+from swsrs.wire.frames import CLOSE_GOING_AWAY, CLOSE_NORMAL
+
+if TYPE_CHECKING:
+    from swsrs.server.pump import Peer
+
+log = logging.getLogger("swsrs.relay")
+
+
+def rfc3339(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+class LiveSession:
+    """The in-process side of one session: its attached peers and its counters."""
+
+    __slots__ = (
+        "_expiry",
+        "bytes_in",
+        "bytes_out",
+        "id",
+        "last_activity",
+        "peers",
+        "record",
+        "rendezvous",
+    )
+
+    def __init__(self, record: SessionRecord, rendezvous: Rendezvous) -> None:
+        self.id = record.id
+        self.record = record
+        self.rendezvous = rendezvous
+        self.peers: dict[Role, Peer | None] = {"initiator": None, "responder": None}
+        self.bytes_in = 0  # initiator -> responder
+        self.bytes_out = 0  # responder -> initiator
+        self.last_activity = record.created_at
+        self._expiry: asyncio.TimerHandle | None = None
+
+    @property
+    def state(self) -> str:
+        n = sum(p is not None for p in self.peers.values())
+        return ("pending", "half_open", "open")[n]
+
+    def reserve(self, role: Role, peer: Peer) -> bool:
+        """Take a slot for a connection whose handshake is under way; ``False`` if held."""
+        if self.peers[role] is not None:
+            return False
+        self.peers[role] = peer
+        return True
+
+    def activate(self, peer: Peer) -> None:
+        """The handshake is done: pair with the counterpart, or wait for it."""
+        other = self.peers["responder" if peer.role == "initiator" else "initiator"]
+        if self._expiry is None:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, self.record.expires_at - time.time())
+            self._expiry = loop.call_later(delay, self.rendezvous.expire, self.id)
+        if other is not None and other.ready:
+            other.pair(peer)
+            log.info("session %s open: both peers attached", self.id)
+        else:
+            wait = self.rendezvous.peer_wait
+            peer.start_wait(wait, f"peer did not attach within {format_duration(wait)}")
+
+    def detach(self, peer: Peer) -> None:
+        if self.peers[peer.role] is peer:
+            self.peers[peer.role] = None
+
+    def close_peers(self, code: int, reason: str) -> None:
+        for role in ROLES:
+            p = self.peers[role]
+            if p is not None:
+                p.close(code, reason)
+
+    def cancel_timers(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
+    def status(self) -> dict[str, Any]:
+        r = self.record
+        return {
+            "id": r.id,
+            "state": self.state,
+            "created_at": rfc3339(r.created_at),
+            "expires_at": rfc3339(r.expires_at),
+            "last_activity": rfc3339(self.last_activity),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "initiator_connected": self.peers["initiator"] is not None,
+            "responder_connected": self.peers["responder"] is not None,
+        }
+
+
+class Rendezvous:
+    """All live sessions of this process."""
+
+    def __init__(
+        self,
+        *,
+        peer_wait: float,
+        max_message: int,
+        on_expired: Callable[[str], None] | None = None,
+    ) -> None:
+        self.peer_wait = peer_wait
+        self.max_message = max_message
+        self.on_expired = on_expired
+        self.sessions: dict[str, LiveSession] = {}
+
+    def session(self, record: SessionRecord) -> LiveSession:
+        live = self.sessions.get(record.id)
+        if live is None:
+            live = self.sessions[record.id] = LiveSession(record, self)
+        return live
+
+    def status(self, record: SessionRecord) -> dict[str, Any]:
+        live = self.sessions.get(record.id)
+        return (live or LiveSession(record, self)).status()
+
+    def end(self, session_id: str, code: int, reason: str) -> LiveSession | None:
+        """Disconnect a session's peers and forget it (DELETE, expiry)."""
+        live = self.sessions.pop(session_id, None)
+        if live is not None:
+            live.cancel_timers()
+            live.close_peers(code, reason)
+        return live
+
+    def expire(self, session_id: str) -> None:
+        """TTL timer fired: close the peers now; the store forgets the session too."""
+        live = self.end(session_id, CLOSE_GOING_AWAY, "session expired")
+        if live is not None:
+            log.info(
+                "session %s closed: expired (bytes_in=%d bytes_out=%d)",
+                session_id,
+                live.bytes_in,
+                live.bytes_out,
+            )
+        if self.on_expired is not None:
+            self.on_expired(session_id)
+
+    def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "relay shutting down") -> int:
+        n = 0
+        for live in list(self.sessions.values()):
+            for p in live.peers.values():
+                if p is not None:
+                    n += 1
+            live.close_peers(code, reason)
+        return n
+
+    def connected(self) -> int:
+        return sum(p is not None for s in self.sessions.values() for p in s.peers.values())
+
+
+__all__ = ["CLOSE_NORMAL", "LiveSession", "Rendezvous", "rfc3339"]

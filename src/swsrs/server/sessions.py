@@ -1,0 +1,133 @@
+"""Sessions: minting, tokens, and the store that keeps them.
+
+A session is a two-slot rendezvous (``initiator``, ``responder``). This
+module knows what a session *is*; who is attached right now lives in
+:mod:`swsrs.server.rendezvous`. The store sits behind :class:`SessionStore`
+so that a persistent or shared store can replace the in-memory one without
+touching the relay.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Role = Literal["initiator", "responder"]
+ROLES: tuple[Role, Role] = ("initiator", "responder")
+
+
+def new_token() -> str:
+    """128 bits from the OS CSPRNG, base64url without padding (22 characters)."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+
+
+def hash_token(token: str) -> bytes:
+    """Tokens are kept only as SHA-256 digests; a 128-bit random token needs no salt or KDF."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    """What the store keeps about a session: identity, token digests and lifetime."""
+
+    id: str
+    initiator_token_hash: bytes
+    responder_token_hash: bytes
+    created_at: float
+    expires_at: float
+
+    def role_for(self, token: str) -> Role | None:
+        """The slot a token opens, compared in constant time; ``None`` if it opens none."""
+        digest = hash_token(token)
+        # Compare against both digests unconditionally so timing says nothing.
+        is_init = hmac.compare_digest(digest, self.initiator_token_hash)
+        is_resp = hmac.compare_digest(digest, self.responder_token_hash)
+        if is_init:
+            return "initiator"
+        if is_resp:
+            return "responder"
+        return None
+
+    def expired(self, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) >= self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class MintedSession:
+    """A new session and its two tokens: the only moment the tokens exist in the clear."""
+
+    record: SessionRecord
+    initiator_token: str
+    responder_token: str
+
+
+def mint(ttl: float, now: float | None = None) -> MintedSession:
+    now = time.time() if now is None else now
+    init, resp = new_token(), new_token()
+    record = SessionRecord(
+        id=new_token(),
+        initiator_token_hash=hash_token(init),
+        responder_token_hash=hash_token(resp),
+        created_at=now,
+        expires_at=now + ttl,
+    )
+    return MintedSession(record, init, resp)
+
+
+class SessionStore(Protocol):
+    """Where session records live. Implementations must be safe to call from the event loop.
+
+    The data plane calls :meth:`get` once per attach and never during
+    forwarding; everything else is admin-plane or reaper traffic.
+    """
+
+    async def add(self, record: SessionRecord) -> None: ...
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        """The record, or ``None`` if unknown. May return an expired record; callers check."""
+        ...
+
+    async def list(self) -> list[SessionRecord]: ...
+
+    async def delete(self, session_id: str) -> bool:
+        """Remove a session; ``True`` if it existed."""
+        ...
+
+    async def pop_expired(self, now: float) -> list[SessionRecord]:
+        """Remove and return every session whose lifetime has ended."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class MemorySessionStore:
+    """The default store: a dict in this process. Sessions die with the process."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, SessionRecord] = {}
+
+    async def add(self, record: SessionRecord) -> None:
+        self._records[record.id] = record
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        return self._records.get(session_id)
+
+    async def list(self) -> list[SessionRecord]:
+        return sorted(self._records.values(), key=lambda r: r.created_at)
+
+    async def delete(self, session_id: str) -> bool:
+        return self._records.pop(session_id, None) is not None
+
+    async def pop_expired(self, now: float) -> list[SessionRecord]:
+        gone = [r for r in self._records.values() if r.expires_at <= now]
+        for r in gone:
+            del self._records[r.id]
+        return gone
+
+    async def close(self) -> None:
+        self._records.clear()

@@ -1,0 +1,41 @@
+"""URL helpers shared by the SDK and the CLI: ``http(s)`` → ``ws(s)`` and relay paths."""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from swsrs.errors import ConfigError
+
+_WS = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+_HTTP = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
+
+
+def _split(url: str):  # type: ignore[no-untyped-def]
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in _WS or not parts.netloc:
+        raise ConfigError(f"invalid relay URL {url!r} (want http(s):// or ws(s)://host[:port])")
+    return parts
+
+
+def to_ws_base(url: str) -> str:
+    """Normalise a relay base URL to ``ws://`` or ``wss://`` without a trailing slash."""
+    p = _split(url)
+    return urlunsplit((_WS[p.scheme.lower()], p.netloc, p.path.rstrip("/"), "", ""))
+
+
+def to_http_base(url: str) -> str:
+    """Normalise a relay base URL to ``http://`` or ``https://`` without a trailing slash."""
+    p = _split(url)
+    return urlunsplit((_HTTP[p.scheme.lower()], p.netloc, p.path.rstrip("/"), "", ""))
+
+
+def relay_url(base: str, session_id: str) -> str:
+    """The data-plane URL of a session: ``ws(s)://host/relay/{id}``.
+
+    A base that already ends in ``/relay/{id}`` (as ``initiator_url`` does)
+    is accepted as it is.
+    """
+    ws = to_ws_base(base)
+    if "/relay/" in urlsplit(ws).path:
+        return ws
+    return f"{ws}/relay/{quote(session_id, safe='')}"

@@ -1,0 +1,33 @@
+"""The server side of the RFC 6455 opening handshake, without I/O."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Mapping
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def accept_key(key: str) -> str:
+    """``Sec-WebSocket-Accept`` for a client's ``Sec-WebSocket-Key``."""
+    return base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
+
+
+def check_upgrade(headers: Mapping[str, str]) -> str | None:
+    """Why a request is not a valid WebSocket upgrade, or ``None`` if it is."""
+    if headers.get("Upgrade", "").strip().lower() != "websocket":
+        return "expected a WebSocket upgrade (Upgrade: websocket)"
+    tokens = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+    if "upgrade" not in tokens:
+        return "expected Connection: Upgrade"
+    if headers.get("Sec-WebSocket-Version", "").strip() != "13":
+        return "unsupported Sec-WebSocket-Version (want 13)"
+    key = headers.get("Sec-WebSocket-Key", "").strip()
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            return "malformed Sec-WebSocket-Key"
+    except (binascii.Error, ValueError):
+        return "malformed Sec-WebSocket-Key"
+    return None

@@ -1,0 +1,134 @@
+"""Shared fixtures: a real ``swsrs serve`` process on 127.0.0.1, started and stopped per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SWSRS = [sys.executable, "-m", "swsrs"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Relay:
+    """A running relay process and helpers to talk to it over real HTTP."""
+
+    url: str
+    port: int
+    proc: subprocess.Popen[str]
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def create(self) -> dict[str, Any]:
+        status, _, body = self.request("POST", "/admin/sessions")
+        assert status == 201, body
+        return dict(json.loads(body))
+
+    def status(self, sid: str) -> dict[str, Any] | None:
+        status, _, body = self.request("GET", f"/admin/sessions/{sid}")
+        if status == 404:
+            return None
+        assert status == 200, body
+        return dict(json.loads(body))
+
+    def wait_status(self, sid: str, pred: Any, timeout: float = 10.0) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout
+        st = self.status(sid)
+        while not pred(st):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"session {sid} never reached the expected state: {st}")
+            time.sleep(0.02)
+            st = self.status(sid)
+        return st
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+
+def start_relay(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> Relay:
+    """Start ``swsrs serve --no-auth`` on a free port and wait until /healthz answers."""
+    port = free_port()
+    log_path = tmp_path / f"relay-{port}.log"
+    args = [*SWSRS, "serve", "--no-auth", "--addr", f"127.0.0.1:{port}", *extra]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    logf = log_path.open("w")
+    proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, text=True, env=full_env)
+    relay = Relay(url=f"http://127.0.0.1:{port}", port=port, proc=proc, log_path=log_path, args=args)
+    deadline = time.monotonic() + 15
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"relay exited early ({proc.returncode}):\n{relay.log()}")
+        try:
+            with urllib.request.urlopen(relay.url + "/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return relay
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            relay.stop(signal.SIGKILL)
+            raise RuntimeError(f"relay did not come up:\n{relay.log()}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[Relay]:
+    r = start_relay(tmp_path)
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def relay_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start relays with extra flags; all are stopped at teardown."""
+    started: list[Relay] = []
+
+    def make(*extra: str, env: dict[str, str] | None = None) -> Relay:
+        r = start_relay(tmp_path, *extra, env=env)
+        started.append(r)
+        return r
+
+    yield make
+    for r in started:
+        r.stop()
