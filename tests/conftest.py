@@ -45,9 +45,15 @@ class Relay:
         return self.log_path.read_text(errors="replace")
 
     def request(
-        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
-        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
+        req = urllib.request.Request(
+            self.url + path, data=body, method=method, headers=headers or {}
+        )
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
                 return r.status, dict(r.headers), r.read()
@@ -95,7 +101,9 @@ def start_relay(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) 
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     logf = log_path.open("w")
     proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, text=True, env=full_env)
-    relay = Relay(url=f"http://127.0.0.1:{port}", port=port, proc=proc, log_path=log_path, args=args)
+    relay = Relay(
+        url=f"http://127.0.0.1:{port}", port=port, proc=proc, log_path=log_path, args=args
+    )
     deadline = time.monotonic() + 15
     while True:
         if proc.poll() is not None:

@@ -1,4 +1,4 @@
-"""Go-style durations (``90s``, ``2m``, ``1h30m``, ``250ms``), as the reference's flags take them."""
+"""Go-style durations (``90s``, ``2m``, ``1h30m``, ``250ms``), as the reference takes them."""
 
 from __future__ import annotations
 
@@ -39,9 +39,7 @@ def parse_duration(text: str) -> float:
     while pos < len(s):
         m = _PART.match(s, pos)
         if m is None:
-            raise ConfigError(
-                f"invalid duration {text!r} (use Go form such as 90s, 2m, 1h30m)"
-            )
+            raise ConfigError(f"invalid duration {text!r} (use Go form such as 90s, 2m, 1h30m)")
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
     return sign * total

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
 from swsrs.errors import ConfigError
 
@@ -10,7 +10,7 @@ _WS = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 _HTTP = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
 
 
-def _split(url: str):  # type: ignore[no-untyped-def]
+def _split(url: str) -> SplitResult:
     parts = urlsplit(url.strip())
     if parts.scheme.lower() not in _WS or not parts.netloc:
         raise ConfigError(f"invalid relay URL {url!r} (want http(s):// or ws(s)://host[:port])")

@@ -26,27 +26,67 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a = p.add_argument
-    a("--addr", metavar="ADDR", help="listen address host:port or :port (SWSRS_ADDR, default :8080)")
-    a("--oidc-issuer", metavar="URL", help="OIDC issuer URL (SWSRS_OIDC_ISSUER); required unless --no-auth")
+    a(
+        "--addr",
+        metavar="ADDR",
+        help="listen address host:port or :port (SWSRS_ADDR, default :8080)",
+    )
+    a(
+        "--oidc-issuer",
+        metavar="URL",
+        help="OIDC issuer URL (SWSRS_OIDC_ISSUER); required unless --no-auth",
+    )
     a("--oidc-audience", metavar="AUD", help="expected aud claim (SWSRS_OIDC_AUDIENCE)")
     a("--oidc-client-id", metavar="ID", help="client_id_hint in discovery (SWSRS_OIDC_CLIENT_ID)")
     a("--session-ttl", metavar="DUR", help="session lifetime (SWSRS_SESSION_TTL, default 1h)")
-    a("--peer-wait", metavar="DUR", help="how long a peer waits for its counterpart (SWSRS_PEER_WAIT, default 2m)")
-    a("--reap-interval", metavar="DUR", help="expiry sweep interval (SWSRS_REAP_INTERVAL, default 30s)")
-    a("--public-base-url", metavar="URL", help="ws(s) base for initiator_url/responder_url (SWSRS_PUBLIC_BASE_URL)")
-    a("--allowed-origins", metavar="LIST", help="comma-separated Origin host patterns (SWSRS_ALLOWED_ORIGINS)")
-    a("--tls-cert", metavar="FILE", help="TLS certificate chain, PEM (SWSRS_TLS_CERT); needs --tls-key")
+    a(
+        "--peer-wait",
+        metavar="DUR",
+        help="how long a peer waits for its counterpart (SWSRS_PEER_WAIT, default 2m)",
+    )
+    a(
+        "--reap-interval",
+        metavar="DUR",
+        help="expiry sweep interval (SWSRS_REAP_INTERVAL, default 30s)",
+    )
+    a(
+        "--public-base-url",
+        metavar="URL",
+        help="ws(s) base for initiator_url/responder_url (SWSRS_PUBLIC_BASE_URL)",
+    )
+    a(
+        "--allowed-origins",
+        metavar="LIST",
+        help="comma-separated Origin host patterns (SWSRS_ALLOWED_ORIGINS)",
+    )
+    a(
+        "--tls-cert",
+        metavar="FILE",
+        help="TLS certificate chain, PEM (SWSRS_TLS_CERT); needs --tls-key",
+    )
     a("--tls-key", metavar="FILE", help="TLS private key, PEM (SWSRS_TLS_KEY); needs --tls-cert")
-    a("--no-auth", action="store_true", default=None, help="DEVELOPMENT ONLY: no admin auth (SWSRS_NO_AUTH)")
-    a("--max-frame-size", metavar="BYTES", help="cap on a data-plane message, -1 = unlimited (SWSRS_MAX_FRAME_SIZE)")
-    a("--log-level", default=os.environ.get("SWSRS_LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"], help="log verbosity (SWSRS_LOG_LEVEL, default info)")
+    a(
+        "--no-auth",
+        action="store_true",
+        default=None,
+        help="DEVELOPMENT ONLY: no admin auth (SWSRS_NO_AUTH)",
+    )
+    a(
+        "--max-frame-size",
+        metavar="BYTES",
+        help="cap on a data-plane message, -1 = unlimited (SWSRS_MAX_FRAME_SIZE)",
+    )
+    a(
+        "--log-level",
+        default=os.environ.get("SWSRS_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (SWSRS_LOG_LEVEL, default info)",
+    )
     p.set_defaults(func=run)
 
 
 class _UTCFormatter(logging.Formatter):
-    converter = time.gmtime
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         t = time.gmtime(record.created)
         return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z"
 
@@ -81,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(serve(cfg))
     except OSError as exc:
-        print(f"swsrs serve: cannot listen on {args.addr or os.environ.get('SWSRS_ADDR') or ':8080'}: {exc.strerror or exc}", file=sys.stderr)
+        addr = args.addr or os.environ.get("SWSRS_ADDR") or ":8080"
+        print(f"swsrs serve: cannot listen on {addr}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

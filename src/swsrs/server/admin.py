@@ -93,7 +93,7 @@ class AdminAPI:
     async def list(self, request: web.Request) -> web.Response:
         if (refusal := await self.auth.authorize(request, SCOPE_READ)) is not None:
             return refusal
-        records = [r for r in await self.store.list() if not r.expired()]
+        records = [r for r in await self.store.all() if not r.expired()]
         return web.json_response({"sessions": [self.rendezvous.status(r) for r in records]})
 
     async def get(self, request: web.Request) -> web.Response:

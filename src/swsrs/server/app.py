@@ -128,7 +128,7 @@ class Relay:
         if n:
             log.info("closing %d peer connection(s) with 1001", n)
             deadline = time.monotonic() + SHUTDOWN_GRACE
-            while self.rendezvous.connected() and time.monotonic() < deadline:
+            while self.rendezvous.connected() and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         if self._runner is not None:
             await self._runner.cleanup()

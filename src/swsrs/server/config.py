@@ -84,10 +84,7 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
         return e if e not in (None, "") else None
 
     no_auth_flag = flags.get("no_auth")
-    if no_auth_flag:
-        no_auth = True
-    else:
-        no_auth = parse_bool("SWSRS_NO_AUTH", env.get("SWSRS_NO_AUTH", ""))
+    no_auth = bool(no_auth_flag) or parse_bool("SWSRS_NO_AUTH", env.get("SWSRS_NO_AUTH", ""))
 
     host, port = parse_addr(pick("addr", "SWSRS_ADDR") or ":8080")
     issuer = pick("oidc_issuer", "SWSRS_OIDC_ISSUER")

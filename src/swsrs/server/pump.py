@@ -15,6 +15,7 @@ without bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Protocol
@@ -221,10 +222,8 @@ class Peer:
             self._drain_task = asyncio.get_running_loop().create_task(self._resume_after(other))
 
     async def _resume_after(self, other: Peer) -> None:
-        try:
+        with contextlib.suppress(ConnectionError, RuntimeError):
             await other.writer.drain()
-        except (ConnectionError, RuntimeError):
-            pass
         if self.read_paused and self.state == _OPEN:
             self.read_paused = False
             self.flow.resume_reading()
@@ -335,5 +334,3 @@ class Peer:
             self._drain_task = None
         if not self.done.done():
             self.done.set_result(None)
-
-

@@ -63,7 +63,7 @@ class RelayHandler:
             live,
             role,
             protocol,
-            transport,  # type: ignore[arg-type]
+            transport,
             request.writer,
             max_message=self.rendezvous.max_message,
             remote=remote,

@@ -92,7 +92,7 @@ class SessionStore(Protocol):
         """The record, or ``None`` if unknown. May return an expired record; callers check."""
         ...
 
-    async def list(self) -> list[SessionRecord]: ...
+    async def all(self) -> list[SessionRecord]: ...
 
     async def delete(self, session_id: str) -> bool:
         """Remove a session; ``True`` if it existed."""
@@ -117,7 +117,7 @@ class MemorySessionStore:
     async def get(self, session_id: str) -> SessionRecord | None:
         return self._records.get(session_id)
 
-    async def list(self) -> list[SessionRecord]:
+    async def all(self) -> list[SessionRecord]:
         return sorted(self._records.values(), key=lambda r: r.created_at)
 
     async def delete(self, session_id: str) -> bool:

@@ -11,8 +11,10 @@ message of any size crosses the relay in bounded memory. Control frames
 from __future__ import annotations
 
 import struct
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
+_c_apply_mask: Callable[[Any, bytes], bytes] | None
 try:  # The C routine from the websockets library unmasks at memory speed.
     from websockets.speedups import apply_mask as _c_apply_mask
 except ImportError:  # pragma: no cover - exercised only without the C extension
@@ -47,7 +49,7 @@ def _py_apply_mask(data: bytes | memoryview, mask: bytes) -> bytes:
 def apply_mask(data: bytes | memoryview, mask: bytes) -> bytes:
     """XOR ``data`` with the 4-byte ``mask`` (RFC 6455 5.3)."""
     if _c_apply_mask is not None:
-        return bytes(_c_apply_mask(data, mask))
+        return _c_apply_mask(data, mask)
     return _py_apply_mask(data, mask)
 
 
