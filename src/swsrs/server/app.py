@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from swsrs.server import malloc
 from swsrs.server.admin import AdminAPI, Authorizer, NoAuth
 from swsrs.server.config import ServerConfig
 from swsrs.server.relay import RelayHandler
@@ -139,6 +140,7 @@ async def serve(config: ServerConfig, *, on_ready: Callable[[Relay], None] | Non
     """Run a relay until SIGINT/SIGTERM; return the exit status."""
     if config.no_auth:
         log.warning(NO_AUTH_WARNING)
+    malloc.tune()
     relay = Relay(config)
     await relay.start()
     for addr in relay.addresses:
