@@ -194,7 +194,7 @@ def run_ws(subject: Subject, msg_size: int, total: int) -> Result:
     batch = masked_batch(msg_size, per_batch)
     me = psutil.Process()
     c0, m0 = subject.cpu(), sum(me.cpu_times()[:2])
-    wall = transfer(a, b, pre, batch, batches, count * server_frame_len(msg_size))
+    wall = transfer(a, b, pre, batch, batches=batches, expect=count * server_frame_len(msg_size))
     c1, m1 = subject.cpu(), sum(me.cpu_times()[:2])
     a.close()
     b.close()
@@ -219,7 +219,7 @@ def run_tcp(
     me = psutil.Process()
     c0 = subject.cpu() if subject else 0.0
     m0 = sum(me.cpu_times()[:2])
-    wall = transfer(a, b, b"", batch, batches, batches * MiB)
+    wall = transfer(a, b, b"", batch, batches=batches, expect=batches * MiB)
     c1 = subject.cpu() if subject else 0.0
     m1 = sum(me.cpu_times()[:2])
     a.close()
