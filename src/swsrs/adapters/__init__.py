@@ -1,0 +1,1 @@
+"""Adapters: pumps between a tunnel :class:`~swsrs.Connection` and TCP or stdin/stdout."""

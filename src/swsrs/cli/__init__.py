@@ -1,0 +1,1 @@
+"""The ``swsrs`` command line: parses flags and calls the SDK or the server."""

@@ -1,0 +1,168 @@
+"""Operator commands: ``create`` and ``sessions list|get|delete``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from swsrs.client.admin import AdminClient, SessionStatus
+from swsrs.client.auth import discover, load_cached_token
+from swsrs.errors import AuthDisabled, SwsrsError
+
+
+class NeedsLogin(SwsrsError):
+    pass
+
+
+def _admin_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--admin-url", metavar="URL",
+                   help="relay base URL (SWSRS_ADMIN_URL, else SWSRS_URL)")  # fmt: skip
+    p.add_argument("--oidc-token", metavar="JWT", help="bearer token (SWSRS_OIDC_TOKEN)")
+    p.add_argument("--credentials", metavar="PATH",
+                   help="credentials file (default <user config dir>/swsrs/credentials.json)")  # fmt: skip
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "create",
+        help="mint a session",
+        description="Mint a session. --output env prints SWSRS_SESSION, SWSRS_INITIATOR_TOKEN "
+        "and SWSRS_RESPONDER_TOKEN for eval.",
+    )
+    _admin_flags(p)
+    p.add_argument("--output", choices=["json", "env"], default="json", help="output format")
+    p.set_defaults(func=_create)
+
+    s = sub.add_parser("sessions", help="list, inspect or delete sessions (operators)",
+                       description="List, inspect or delete sessions.")  # fmt: skip
+    ssub = s.add_subparsers(dest="action", metavar="ACTION", required=True)
+    lp = ssub.add_parser("list", help="list live sessions", description="List live sessions.")
+    _admin_flags(lp)
+    lp.add_argument("--output", choices=["table", "json"], default="table", help="output format")
+    lp.set_defaults(func=_list)
+    gp = ssub.add_parser("get", help="show one session as JSON", description="Show one session.")
+    _admin_flags(gp)
+    gp.add_argument("id", help="session id")
+    gp.set_defaults(func=_get)
+    dp = ssub.add_parser("delete", help="end a session and disconnect its peers",
+                         description="End a session; connected peers are disconnected.")  # fmt: skip
+    _admin_flags(dp)
+    dp.add_argument("id", help="session id")
+    dp.set_defaults(func=_delete)
+
+
+def _admin_url(args: argparse.Namespace) -> str:
+    from swsrs.cli.peer import UsageError
+
+    url = args.admin_url or os.environ.get("SWSRS_ADMIN_URL") or os.environ.get("SWSRS_URL")
+    if not url:
+        raise UsageError("missing --admin-url (or set SWSRS_ADMIN_URL)")
+    return str(url)
+
+
+async def _token(args: argparse.Namespace, url: str) -> str | None:
+    """--oidc-token, else cached credentials, else none if the relay says auth is off."""
+    token = args.oidc_token or os.environ.get("SWSRS_OIDC_TOKEN")
+    if token:
+        return str(token)
+    cached = load_cached_token(args.credentials)
+    if cached:
+        return cached
+    try:
+        await discover(url)
+    except AuthDisabled:
+        return None
+    raise NeedsLogin(
+        f"this relay requires a token: run `swsrs auth --relay {url}` or pass --oidc-token"
+    )
+
+
+async def _client(args: argparse.Namespace) -> AdminClient:
+    url = _admin_url(args)
+    return AdminClient(url, await _token(args, url))
+
+
+def _status_json(s: SessionStatus) -> dict[str, Any]:
+    def t(d: Any) -> str:
+        return str(d.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    return {
+        "id": s.id,
+        "state": s.state,
+        "created_at": t(s.created_at),
+        "expires_at": t(s.expires_at),
+        "last_activity": t(s.last_activity),
+        "bytes_in": s.bytes_in,
+        "bytes_out": s.bytes_out,
+        "initiator_connected": s.initiator_connected,
+        "responder_connected": s.responder_connected,
+    }
+
+
+def _create(args: argparse.Namespace) -> int:
+    async def run() -> int:
+        async with await _client(args) as admin:
+            s = await admin.create()
+        if args.output == "env":
+            print(f"SWSRS_SESSION={s.id}")
+            print(f"SWSRS_INITIATOR_TOKEN={s.initiator_token}")
+            print(f"SWSRS_RESPONDER_TOKEN={s.responder_token}")
+        else:
+            doc: dict[str, Any] = {
+                "id": s.id,
+                "initiator_token": s.initiator_token,
+                "responder_token": s.responder_token,
+            }
+            if s.initiator_url:
+                doc["initiator_url"] = s.initiator_url
+                doc["responder_url"] = s.responder_url
+            doc["created_at"] = s.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            doc["expires_at"] = s.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            print(json.dumps(doc, indent=2))
+        return 0
+
+    return asyncio.run(run())
+
+
+def _list(args: argparse.Namespace) -> int:
+    async def run() -> int:
+        async with await _client(args) as admin:
+            sessions = await admin.list()
+        if args.output == "json":
+            print(json.dumps({"sessions": [_status_json(s) for s in sessions]}, indent=2))
+            return 0
+        cols = f"{'ID':<24} {'STATE':<10} {'INIT':<5} {'RESP':<5} {'BYTES_IN':>12} {'BYTES_OUT':>12}  EXPIRES"
+        print(cols)
+        for s in sessions:
+            print(
+                f"{s.id:<24} {s.state:<10} {'yes' if s.initiator_connected else 'no':<5} "
+                f"{'yes' if s.responder_connected else 'no':<5} {s.bytes_in:>12} {s.bytes_out:>12}  "
+                f"{s.expires_at:%Y-%m-%dT%H:%M:%SZ}"
+            )
+        return 0
+
+    return asyncio.run(run())
+
+
+def _get(args: argparse.Namespace) -> int:
+    async def run() -> int:
+        async with await _client(args) as admin:
+            s = await admin.get(args.id)
+        print(json.dumps(_status_json(s), indent=2))
+        return 0
+
+    return asyncio.run(run())
+
+
+def _delete(args: argparse.Namespace) -> int:
+    async def run() -> int:
+        async with await _client(args) as admin:
+            await admin.delete(args.id)
+        print(f"deleted {args.id}", file=sys.stderr)
+        return 0
+
+    return asyncio.run(run())

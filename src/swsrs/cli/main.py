@@ -1,0 +1,79 @@
+"""``swsrs``: one program, one subcommand per job. Exit 0 ok, 1 failure, 2 usage."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from swsrs import _version
+from swsrs.cli import admin, peer, serve
+from swsrs.errors import ConfigError, SwsrsError
+
+
+class UsageError(Exception):
+    """A flag problem found after parsing (missing value with no env fallback)."""
+
+
+def _version_cmd(args: argparse.Namespace) -> int:
+    info = _version.build_info()
+    print(f"swsrs {info['version']} (commit {info['commit']}, built {info['date']})")
+    return 0
+
+
+def _auth_cmd(args: argparse.Namespace) -> int:
+    print(
+        "swsrs auth: not implemented yet (device login arrives with OIDC support)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="swsrs",
+        description="Simple WebSocket Relay Service: pair two outbound WebSocket peers "
+        "by session and pump bytes between them.",
+    )
+    p.add_argument("--version", action="version", version=f"swsrs {_version.__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve.register(sub)
+    a = sub.add_parser(
+        "auth",
+        help="log in to the relay's identity provider (device flow)",
+        description="OAuth 2.0 device login against the IdP the relay names; "
+        "saves the token to <user config dir>/swsrs/credentials.json.",
+    )
+    a.add_argument("--relay", metavar="URL", help="relay URL (SWSRS_URL)")
+    a.add_argument("--client-id", metavar="ID", help="OAuth client id (default: the relay's hint)")
+    a.add_argument("--credentials", metavar="PATH", help="credentials file to write")
+    a.add_argument("--logout", action="store_true", help="forget the saved credentials")
+    a.set_defaults(func=_auth_cmd)
+    admin.register(sub)
+    peer.register(sub)
+    v = sub.add_parser("version", help="print version, commit and build date",
+                       description="Print version, commit and build date.")  # fmt: skip
+    v.set_defaults(func=_version_cmd)
+    return p
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, UsageError, peer.UsageError) as exc:
+        print(f"swsrs {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except SwsrsError as exc:
+        print(f"swsrs {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"swsrs {args.command}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def main() -> None:
+    sys.exit(run())
