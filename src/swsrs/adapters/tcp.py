@@ -3,63 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from collections.abc import Callable
 from typing import Any
 
 from swsrs.client.connection import Connection
-from swsrs.errors import PeerGone, SwsrsError
-
-READ_SIZE = 256 * 1024
+from swsrs.client.streams import READ_SIZE, pipe
+from swsrs.errors import SwsrsError
 
 
 class TargetUnreachable(SwsrsError):
     """``tcp-dial`` could not connect to its target."""
-
-
-async def pipe(
-    conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    """Copy bytes both ways until either side ends, then close both.
-
-    The relay protocol has no half-close, so the first end (TCP EOF or the
-    tunnel closing) ends the whole pipe. What was read before that end is
-    delivered first: a tunnel close comes after every message the far side
-    sent, and TCP data read before EOF is sent before we close the tunnel.
-    """
-
-    async def up() -> None:  # TCP -> tunnel
-        while data := await reader.read(READ_SIZE):
-            await conn.send(data)
-
-    async def down() -> None:  # tunnel -> TCP
-        while True:
-            try:
-                msg = await conn.recv()
-            except PeerGone:
-                return
-            writer.write(msg.encode() if isinstance(msg, str) else msg)
-            await writer.drain()
-
-    tasks = {asyncio.ensure_future(up()), asyncio.ensure_future(down())}
-    try:
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        for t in done:
-            exc = t.exception()
-            if exc is not None and not isinstance(exc, (PeerGone, ConnectionError)):
-                raise exc
-    finally:
-        for t in tasks:
-            t.cancel()
-        with contextlib.suppress(Exception):
-            await conn.close()
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
 
 
 def _split_hostport(addr: str) -> tuple[str, int]:

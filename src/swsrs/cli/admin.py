@@ -22,8 +22,11 @@ def _admin_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--admin-url", metavar="URL",
                    help="relay base URL (SWSRS_ADMIN_URL, else SWSRS_URL)")  # fmt: skip
     p.add_argument("--oidc-token", metavar="JWT", help="bearer token (SWSRS_OIDC_TOKEN)")
-    p.add_argument("--credentials", metavar="PATH",
-                   help="credentials file (default <user config dir>/swsrs/credentials.json)")  # fmt: skip
+    p.add_argument(
+        "--credentials",
+        metavar="PATH",
+        help="credentials file (default <user config dir>/swsrs/credentials.json)",
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,8 +51,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _admin_flags(gp)
     gp.add_argument("id", help="session id")
     gp.set_defaults(func=_get)
-    dp = ssub.add_parser("delete", help="end a session and disconnect its peers",
-                         description="End a session; connected peers are disconnected.")  # fmt: skip
+    dp = ssub.add_parser(
+        "delete",
+        help="end a session and disconnect its peers",
+        description="End a session; connected peers are disconnected.",
+    )
     _admin_flags(dp)
     dp.add_argument("id", help="session id")
     dp.set_defaults(func=_delete)
@@ -135,14 +141,13 @@ def _list(args: argparse.Namespace) -> int:
         if args.output == "json":
             print(json.dumps({"sessions": [_status_json(s) for s in sessions]}, indent=2))
             return 0
-        cols = f"{'ID':<24} {'STATE':<10} {'INIT':<5} {'RESP':<5} {'BYTES_IN':>12} {'BYTES_OUT':>12}  EXPIRES"
-        print(cols)
+        row = "{:<24} {:<10} {:<5} {:<5} {:>12} {:>12}  {}"
+        print(row.format("ID", "STATE", "INIT", "RESP", "BYTES_IN", "BYTES_OUT", "EXPIRES"))
         for s in sessions:
-            print(
-                f"{s.id:<24} {s.state:<10} {'yes' if s.initiator_connected else 'no':<5} "
-                f"{'yes' if s.responder_connected else 'no':<5} {s.bytes_in:>12} {s.bytes_out:>12}  "
-                f"{s.expires_at:%Y-%m-%dT%H:%M:%SZ}"
-            )
+            init = "yes" if s.initiator_connected else "no"
+            resp = "yes" if s.responder_connected else "no"
+            expires = f"{s.expires_at:%Y-%m-%dT%H:%M:%SZ}"
+            print(row.format(s.id, s.state, init, resp, s.bytes_in, s.bytes_out, expires))
         return 0
 
     return asyncio.run(run())

@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "tcp-dial",
         help="attach and connect the tunnel to a TCP target",
-        description="Attach to the relay, connect to --target, pipe both ways until either side ends.",
+        description="Attach to the relay, connect to --target, and pipe both ways "
+        "until either side ends.",
     )
     _peer_flags(p)
     p.add_argument("--target", metavar="HOST:PORT", required=True, help="TCP address to connect to")

@@ -20,7 +20,7 @@ from swsrs.errors import (
 )
 from swsrs.urls import to_http_base
 
-TokenProvider = Callable[[], "str | None | Awaitable[str | None]"]
+TokenProvider = Callable[[], "Awaitable[str | None] | str | None"]
 TokenArg = str | TokenProvider | None
 
 

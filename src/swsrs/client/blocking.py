@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 from swsrs.client.connection import Role, connect
+from swsrs.client.streams import pipe
 
 
 def open_socket(
@@ -25,8 +26,6 @@ def open_socket(
     Handshake errors (:class:`~swsrs.NotFound`, :class:`~swsrs.Unauthorized`, …)
     are raised here, in the caller's thread.
     """
-    from swsrs.adapters.tcp import pipe
-
     user_end, pump_end = socket.socketpair()
     ready: concurrent.futures.Future[None] = concurrent.futures.Future()
 

@@ -131,25 +131,11 @@ class Connection:
         if data:
             await self.send(data)
 
-    async def open_stream(self) -> tuple[asyncio.StreamReader, TunnelWriter]:
-        """An ``asyncio.StreamReader`` fed from the tunnel, and a writer with the
-        ``StreamWriter`` methods that matter (``write``, ``drain``, ``close``,
-        ``wait_closed``, ``is_closing``)."""
-        reader = asyncio.StreamReader(limit=2**20)
-        writer = TunnelWriter(self)
+    async def open_stream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Real asyncio streams for this tunnel (see :func:`swsrs.client.streams.open_stream`)."""
+        from swsrs.client.streams import open_stream
 
-        async def feed() -> None:
-            try:
-                while chunk := await self.read():
-                    reader.feed_data(chunk)
-                    # Backpressure: let the consumer catch up before reading more.
-                    while len(reader._buffer) > 2**20:  # noqa: SLF001 - StreamReader has no public size
-                        await asyncio.sleep(0.001)
-            finally:
-                reader.feed_eof()
-
-        writer._feeder = asyncio.get_running_loop().create_task(feed())
-        return reader, writer
+        return await open_stream(self)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -174,45 +160,6 @@ class Connection:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-class TunnelWriter:
-    """The writing half returned by :meth:`Connection.open_stream`."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._pending: list[bytes] = []
-        self._closing = False
-        self._feeder: asyncio.Task[None] | None = None
-
-    def write(self, data: bytes) -> None:
-        if data:
-            self._pending.append(bytes(data))
-
-    def writelines(self, data: list[bytes]) -> None:
-        for d in data:
-            self.write(d)
-
-    async def drain(self) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            await self._conn.write(data)
-
-    def can_write_eof(self) -> bool:
-        return False
-
-    def is_closing(self) -> bool:
-        return self._closing or self._conn.closed
-
-    def close(self) -> None:
-        self._closing = True
-
-    async def wait_closed(self) -> None:
-        await self.drain()
-        await self._conn.close()
-        if self._feeder is not None:
-            self._feeder.cancel()
 
 
 async def connect(

@@ -208,6 +208,11 @@ class FrameForwarder:
             return -1
         b0 = data[pos]
         b1 = data[pos + 1]
+        # Judge what the first two bytes already say before waiting for the rest.
+        if not b1 & 0x80:
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
+        if b0 & 0x70:
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "reserved bits set without an extension")
         length = b1 & 0x7F
         start = pos + 2
         if length == 126:
@@ -226,19 +231,16 @@ class FrameForwarder:
             if length >> 63:
                 raise ProtocolError(CLOSE_PROTOCOL_ERROR, "frame length has the top bit set")
         mask_at = pos + size - 4
-        if not b1 & 0x80:
-            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
-        if b0 & 0x70:
-            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "reserved bits set without an extension")
         fin = bool(b0 & 0x80)
         opcode = b0 & 0x0F
-        self._mask = data[mask_at : mask_at + 4]
-        self._remaining = length
+        mask = data[mask_at : mask_at + 4]
         if opcode & 0x8:
             if opcode not in (OP_CLOSE, OP_PING, OP_PONG):
                 raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"unknown control opcode {opcode}")
             if not fin or length > 125:
                 raise ProtocolError(CLOSE_PROTOCOL_ERROR, "fragmented or oversized control frame")
+            self._mask = mask
+            self._remaining = length
             control = bytearray()
             self._control = control
             self._control_op = opcode
@@ -257,6 +259,9 @@ class FrameForwarder:
             raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"unknown data opcode {opcode}")
         if 0 < self._max < self._msg_size:
             raise ProtocolError(CLOSE_TOO_BIG, f"message exceeds {self._max} bytes")
+        # Valid: only now does the frame become the current one.
+        self._mask = mask
+        self._remaining = length
         self._fragmented = not fin
         self.out.append(frame_header(fin, opcode, length))
         if not length and self.queued:
