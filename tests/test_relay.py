@@ -140,7 +140,7 @@ async def test_refusals_before_upgrade(relay: Relay) -> None:
         (None, f"/relay/{sid}", b" 401 "),
         ("wrong-token", f"/relay/{sid}", b" 401 "),
     ]:
-        r, w, head = await raw_open(relay, path, token)
+        _, w, head = await raw_open(relay, path, token)
         assert want in head.split(b"\r\n")[0], head
         w.close()
     a = await attach(relay, sid, s["initiator_token"], query=True)
@@ -272,7 +272,7 @@ async def test_peer_wait(relay_factory: Any) -> None:
 async def test_drop_mid_frame_releases_everyone(relay: Relay) -> None:
     s = relay.create()
     b = await attach(relay, s["id"], s["responder_token"])
-    r, w, head = await raw_open(relay, f"/relay/{s['id']}", s["initiator_token"])
+    _, w, head = await raw_open(relay, f"/relay/{s['id']}", s["initiator_token"])
     assert b" 101 " in head
     key = os.urandom(4)
     w.write(frame_header(True, 2, 1 << 20, key) + apply_mask(os.urandom(1000), key))
@@ -315,7 +315,7 @@ async def test_max_frame_size(relay_factory: Any) -> None:
     await a.send(b"y" * 1025)
     assert (await closed_with(a))[0] == 1009
     assert await closed_with(b) == (1000, "peer disconnected")
-    s, a, b = await pair(relay)
+    _, a, b = await pair(relay)
     await a.send([b"z" * 600, b"z" * 600])  # fragments add up past the cap
     assert (await closed_with(a))[0] == 1009
 
@@ -382,7 +382,7 @@ async def test_backpressure_stalled_reader_keeps_relay_memory_flat(relay: Relay)
     got = 0
     async with asyncio.timeout(120):
         while got < total:
-            b0, b1 = await r.readexactly(2)
+            _, b1 = await r.readexactly(2)
             n = b1 & 0x7F
             if n == 126:
                 (n,) = struct.unpack("!H", await r.readexactly(2))

@@ -1,13 +1,17 @@
 """stdin/stdout ↔ tunnel, binary-safe, for ``swsrs raw``.
 
 stdin may be a pipe, a file or a terminal, which epoll cannot all watch, so
-reads and writes run in a worker thread.
+it is read by a daemon thread (a read blocked on a terminal cannot be
+interrupted, and must not keep the process alive once the tunnel is gone);
+a small bounded queue carries its chunks, so a slow tunnel stops the reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import threading
 from typing import BinaryIO
 
 from swsrs.client.connection import Connection
@@ -19,9 +23,30 @@ READ_SIZE = 64 * 1024
 async def pipe(conn: Connection, stdin: BinaryIO, stdout: BinaryIO) -> None:
     """stdin → tunnel and tunnel → stdout until either ends."""
 
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
+
+    fd = stdin.fileno()
+
+    def read_stdin() -> None:
+        while True:
+            try:
+                # os.read, not the buffered object: a daemon thread blocked in
+                # BufferedReader.read holds its lock and aborts interpreter exit.
+                data = os.read(fd, READ_SIZE)
+            except (OSError, ValueError):
+                data = b""
+            try:
+                asyncio.run_coroutine_threadsafe(chunks.put(data), loop).result()
+            except (RuntimeError, asyncio.CancelledError):
+                return  # the loop is gone
+            if not data:
+                return
+
+    threading.Thread(target=read_stdin, name="swsrs-stdin", daemon=True).start()
+
     async def up() -> None:
-        read = getattr(stdin, "read1", stdin.read)
-        while data := await asyncio.to_thread(read, READ_SIZE):
+        while data := await chunks.get():
             await conn.send(data)
 
     async def down() -> None:
@@ -41,7 +66,6 @@ async def pipe(conn: Connection, stdin: BinaryIO, stdout: BinaryIO) -> None:
     try:
         await asyncio.wait({up_task, down_task}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        # A thread blocked in stdin.read cannot be cancelled; the process exits anyway.
         down_task.cancel()
         up_task.cancel()
         with contextlib.suppress(BaseException):

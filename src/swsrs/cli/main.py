@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from swsrs import _version
 from swsrs.cli import admin, peer, serve
@@ -13,6 +14,13 @@ from swsrs.errors import ConfigError, SwsrsError
 
 class UsageError(Exception):
     """A flag problem found after parsing (missing value with no env fallback)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``swsrs serve: argument --addr: … (see --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _version_cmd(args: argparse.Namespace) -> int:
@@ -30,7 +38,7 @@ def _auth_cmd(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="swsrs",
         description="Simple WebSocket Relay Service: pair two outbound WebSocket peers "
         "by session and pump bytes between them.",

@@ -52,7 +52,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "raw",
         help="pipe stdin/stdout through the tunnel",
-        description="stdin → relay, relay → stdout (binary-safe); exits when either ends.",
+        description="stdin → relay, relay → stdout (binary-safe); exits when either ends. "
+        "End of stdin ends the tunnel (the wire has no half-close), so a side that only "
+        "receives keeps its stdin open.",
     )
     _peer_flags(p)
     p.set_defaults(func=_raw)

@@ -1,0 +1,159 @@
+"""The real ``swsrs`` CLI in subprocesses against a real relay."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from .conftest import Relay, free_port
+
+SWSRS = [sys.executable, "-m", "swsrs"]
+COMMANDS = [
+    ["serve"], ["auth"], ["create"], ["tcp-listen"], ["tcp-dial"], ["raw"], ["version"],
+    ["sessions"], ["sessions", "list"], ["sessions", "get"], ["sessions", "delete"],
+]  # fmt: skip
+
+
+def run(*args: str, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SWSRS, *args], capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+def one_line_error(r: subprocess.CompletedProcess[str]) -> str:
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
+def test_help_everywhere(cmd: list[str]) -> None:
+    r = run(*cmd, "--help")
+    assert r.returncode == 0 and "usage:" in r.stdout
+
+
+def test_version() -> None:
+    r = run("version")
+    assert r.returncode == 0 and r.stdout.startswith("swsrs 0.") and "commit" in r.stdout
+
+
+def test_create_outputs(relay: Relay) -> None:
+    r = run("create", "--admin-url", relay.url, "--output", "env")
+    assert r.returncode == 0, r.stderr
+    keys = [ln.split("=", 1)[0] for ln in r.stdout.splitlines()]
+    assert keys == ["SWSRS_SESSION", "SWSRS_INITIATOR_TOKEN", "SWSRS_RESPONDER_TOKEN"]
+    r = run("create", output_env := "--output", "json", env={**os.environ, "SWSRS_ADMIN_URL": relay.url})
+    assert r.returncode == 0 and '"initiator_token"' in r.stdout, (output_env, r.stderr)
+    r = run("sessions", "list", "--admin-url", relay.url)
+    assert r.returncode == 0 and r.stdout.count("\n") == 3  # header + two sessions
+
+
+def echo_server() -> tuple[socket.socket, int]:
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            while data := conn.recv(1 << 16):
+                conn.sendall(data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, srv.getsockname()[1]
+
+
+def test_tcp_dial_and_listen_roundtrip(relay: Relay) -> None:
+    s = relay.create()
+    srv, port = echo_server()
+    dial = subprocess.Popen(
+        [*SWSRS, "tcp-dial", "--url", relay.url, "--session", s["id"], "--token",
+         s["responder_token"], "--target", f"127.0.0.1:{port}"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    listen = subprocess.Popen(
+        [*SWSRS, "tcp-listen", "--role", "initiator", "--listen", "127.0.0.1:0"],
+        stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "SWSRS_URL": relay.ws_url, "SWSRS_SESSION": s["id"],
+             "SWSRS_TOKEN": s["initiator_token"]},
+    )  # fmt: skip
+    try:
+        assert listen.stderr is not None
+        line = listen.stderr.readline()
+        assert line.startswith("listening on 127.0.0.1:"), line
+        lport = int(line.rsplit(":", 1)[1])
+        blob = os.urandom(4 * 1024 * 1024)
+        with socket.create_connection(("127.0.0.1", lport), timeout=30) as c:
+            threading.Thread(target=c.sendall, args=(blob,), daemon=True).start()
+            got = bytearray()
+            while len(got) < len(blob):
+                got += c.recv(1 << 20)
+        assert hashlib.sha256(got).digest() == hashlib.sha256(blob).digest()
+        assert listen.wait(30) == 0
+        assert dial.wait(30) == 0
+    finally:
+        for p in (dial, listen):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        srv.close()
+
+
+def test_raw_pipes_stdin_to_stdout(relay: Relay) -> None:
+    s = relay.create()
+    blob = os.urandom(2 * 1024 * 1024)
+    receiver = subprocess.Popen(
+        [*SWSRS, "raw", "--url", relay.url, "--session", s["id"], "--token", s["responder_token"]],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    relay.wait_status(s["id"], lambda st: st["responder_connected"])
+    sender = subprocess.run(
+        [*SWSRS, "raw", "--url", relay.url, "--session", s["id"], "--token", s["initiator_token"],
+         "--role", "initiator"],
+        input=blob, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert sender.returncode == 0, sender.stderr
+    # raw ends when either side ends (the wire has no half-close), so the
+    # receiver's stdin stays open until the tunnel closes from the far side.
+    assert receiver.stdout is not None and receiver.stdin is not None
+    out = receiver.stdout.read()
+    assert receiver.wait(60) == 0
+    receiver.stdin.close()
+    assert out == blob
+
+
+def test_errors_are_one_line_with_exit_codes(relay: Relay) -> None:
+    s = relay.create()
+    dead = f"http://127.0.0.1:{free_port()}"
+    peer = ["--session", s["id"], "--token", s["initiator_token"]]
+    r = run("raw", "--url", dead, *peer)
+    assert r.returncode == 1 and "cannot reach the relay" in one_line_error(r)
+    r = run("raw", "--url", relay.url, "--session", "nope", "--token", "x")
+    assert r.returncode == 1 and "not found" in one_line_error(r)
+    r = run("raw", "--url", relay.url, "--session", s["id"], "--token", "wrong")
+    assert r.returncode == 1 and "token" in one_line_error(r)
+    r = run("raw", "--url", relay.url, "--token", "x", env={k: v for k, v in os.environ.items() if k != "SWSRS_SESSION"})
+    assert r.returncode == 2 and "--session" in one_line_error(r)
+    r = run("raw", "--url", relay.url, *peer, "--role", "boss")
+    assert r.returncode == 2
+    r = run("create", "--admin-url", dead)
+    assert r.returncode == 1 and "cannot reach the relay" in one_line_error(r)
+    r = run("sessions", "get", "--admin-url", relay.url, "nope")
+    assert r.returncode == 1 and "404" in one_line_error(r)
+
+
+def test_unreachable_target_releases_the_other_peer(relay: Relay) -> None:
+    s = relay.create()
+    waiting = subprocess.Popen(
+        [*SWSRS, "raw", "--url", relay.url, "--session", s["id"], "--token", s["initiator_token"],
+         "--role", "initiator"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    relay.wait_status(s["id"], lambda st: st["initiator_connected"])
+    r = run("tcp-dial", "--url", relay.url, "--session", s["id"], "--token", s["responder_token"],
+            "--target", f"127.0.0.1:{free_port()}")  # fmt: skip
+    assert r.returncode == 1 and "cannot connect to target" in one_line_error(r)
+    _, err = waiting.communicate(timeout=30)  # released by the relay: exits on its own
+    assert waiting.returncode == 0, err
