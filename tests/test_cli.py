@@ -46,7 +46,9 @@ def test_create_outputs(relay: Relay) -> None:
     assert r.returncode == 0, r.stderr
     keys = [ln.split("=", 1)[0] for ln in r.stdout.splitlines()]
     assert keys == ["SWSRS_SESSION", "SWSRS_INITIATOR_TOKEN", "SWSRS_RESPONDER_TOKEN"]
-    r = run("create", output_env := "--output", "json", env={**os.environ, "SWSRS_ADMIN_URL": relay.url})
+    r = run(
+        "create", output_env := "--output", "json", env={**os.environ, "SWSRS_ADMIN_URL": relay.url}
+    )
     assert r.returncode == 0 and '"initiator_token"' in r.stdout, (output_env, r.stderr)
     r = run("sessions", "list", "--admin-url", relay.url)
     assert r.returncode == 0 and r.stdout.count("\n") == 3  # header + two sessions
@@ -134,7 +136,14 @@ def test_errors_are_one_line_with_exit_codes(relay: Relay) -> None:
     assert r.returncode == 1 and "not found" in one_line_error(r)
     r = run("raw", "--url", relay.url, "--session", s["id"], "--token", "wrong")
     assert r.returncode == 1 and "token" in one_line_error(r)
-    r = run("raw", "--url", relay.url, "--token", "x", env={k: v for k, v in os.environ.items() if k != "SWSRS_SESSION"})
+    r = run(
+        "raw",
+        "--url",
+        relay.url,
+        "--token",
+        "x",
+        env={k: v for k, v in os.environ.items() if k != "SWSRS_SESSION"},
+    )
     assert r.returncode == 2 and "--session" in one_line_error(r)
     r = run("raw", "--url", relay.url, *peer, "--role", "boss")
     assert r.returncode == 2

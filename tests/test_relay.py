@@ -309,7 +309,7 @@ async def test_protocol_errors(relay: Relay, frame: bytes, code: int) -> None:
 
 async def test_max_frame_size(relay_factory: Any) -> None:
     relay = relay_factory("--max-frame-size", "1024")
-    s, a, b = await pair(relay)
+    _s, a, b = await pair(relay)
     await a.send(b"x" * 1024)
     assert await b.recv() == b"x" * 1024
     await a.send(b"y" * 1025)

@@ -119,7 +119,9 @@ async def test_typed_errors(relay: Relay) -> None:
     srv = socket.create_server(("127.0.0.1", 0))
     try:
         with pytest.raises(swsrs.HandshakeTimeout):
-            await swsrs.dial(f"http://127.0.0.1:{srv.getsockname()[1]}", s.id, "x", handshake_timeout=0.5)
+            await swsrs.dial(
+                f"http://127.0.0.1:{srv.getsockname()[1]}", s.id, "x", handshake_timeout=0.5
+            )
     finally:
         srv.close()
 

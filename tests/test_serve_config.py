@@ -50,7 +50,9 @@ def test_bad_configuration_exits_2(args: list[str], env: dict[str, str], needle:
 def test_env_used_and_flags_win() -> None:
     cfg = load({}, {"SWSRS_NO_AUTH": "true", "SWSRS_ADDR": "127.0.0.1:9", "SWSRS_PEER_WAIT": "90s"})
     assert (cfg.host, cfg.port, cfg.peer_wait, cfg.no_auth) == ("127.0.0.1", 9, 90.0, True)
-    cfg = load({"addr": "127.0.0.1:10", "peer_wait": "1m30s", "no_auth": True}, {"SWSRS_ADDR": ":9"})
+    cfg = load(
+        {"addr": "127.0.0.1:10", "peer_wait": "1m30s", "no_auth": True}, {"SWSRS_ADDR": ":9"}
+    )
     assert (cfg.port, cfg.peer_wait, cfg.session_ttl, cfg.max_frame_size) == (10, 90.0, 3600.0, -1)
     cfg = load({"no_auth": True, "public_base_url": "https://r.example.com/"}, {})
     assert cfg.public_base_url == "wss://r.example.com"
@@ -60,7 +62,9 @@ def test_addr_from_env_is_listened_on() -> None:
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SWSRS_")}
     env = {**clean, "SWSRS_ADDR": f"127.0.0.1:{port}", "SWSRS_NO_AUTH": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "swsrs", "serve"], env=env, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "swsrs", "serve"], env=env, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert p.stderr is not None
         for line in p.stderr:

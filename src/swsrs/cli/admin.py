@@ -11,7 +11,7 @@ from typing import Any
 
 from swsrs.client.admin import AdminClient, SessionStatus
 from swsrs.client.auth import discover, load_cached_token
-from swsrs.errors import AuthDisabled, SwsrsError
+from swsrs.errors import AuthDisabled, ConfigError, SwsrsError
 
 
 class NeedsLogin(SwsrsError):
@@ -29,7 +29,7 @@ def _admin_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "create",
         help="mint a session",
@@ -62,11 +62,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _admin_url(args: argparse.Namespace) -> str:
-    from swsrs.cli.peer import UsageError
-
     url = args.admin_url or os.environ.get("SWSRS_ADMIN_URL") or os.environ.get("SWSRS_URL")
     if not url:
-        raise UsageError("missing --admin-url (or set SWSRS_ADMIN_URL)")
+        raise ConfigError("missing --admin-url (or set SWSRS_ADMIN_URL)")
     return str(url)
 
 

@@ -12,10 +12,6 @@ from swsrs.cli import admin, peer, serve
 from swsrs.errors import ConfigError, SwsrsError
 
 
-class UsageError(Exception):
-    """A flag problem found after parsing (missing value with no env fallback)."""
-
-
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``swsrs serve: argument --addr: … (see --help)``."""
 
@@ -70,7 +66,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, UsageError, peer.UsageError) as exc:
+    except ConfigError as exc:
         print(f"swsrs {args.command}: {exc}", file=sys.stderr)
         return 2
     except SwsrsError as exc:

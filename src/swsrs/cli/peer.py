@@ -6,13 +6,11 @@ import argparse
 import asyncio
 import os
 import sys
+from typing import Any
 
 from swsrs.adapters import stdio, tcp
 from swsrs.client.connection import Connection, connect
-
-
-class UsageError(Exception):
-    pass
+from swsrs.errors import ConfigError
 
 
 def _peer_flags(p: argparse.ArgumentParser) -> None:
@@ -27,7 +25,7 @@ def _peer_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "tcp-listen",
         help="accept one local TCP connection and tunnel it",
@@ -63,7 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _need(value: str | None, flag: str, env: str) -> str:
     v = value or os.environ.get(env)
     if not v:
-        raise UsageError(f"missing {flag} (or set {env})")
+        raise ConfigError(f"missing {flag} (or set {env})")
     return v
 
 
@@ -89,7 +87,7 @@ def _tcp_listen(args: argparse.Namespace) -> int:
     try:
         asyncio.run(tcp.listen(lambda: _connect(args), args.listen, on_listening=shown))
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise ConfigError(str(exc)) from None
     return 0
 
 

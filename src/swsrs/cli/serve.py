@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from typing import Any
 
 from swsrs.errors import ConfigError
 
@@ -18,7 +19,7 @@ Every flag can also be set with the environment variable shown;
 flags win over the environment. Durations use Go form: 90s, 2m, 1h30m."""
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "serve",
         help="run the relay server",
