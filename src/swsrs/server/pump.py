@@ -164,8 +164,9 @@ class Peer:
 
     # -- the hot path --------------------------------------------------------
 
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        """Bytes from this client (called by aiohttp's protocol)."""
+    def feed_data(self, data: bytes | memoryview) -> tuple[bool, bytes]:
+        """Bytes from this client: a view of the listener's shared read buffer, or (on the
+        aiohttp path) a ``bytes``. Returns what aiohttp's parser interface expects."""
         fwd = self.fwd
         try:
             fwd.feed(data)
