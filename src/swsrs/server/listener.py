@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -44,6 +46,9 @@ _BUFFER = memoryview(bytearray(READ_BUFFER_SIZE))  # shared by every connection 
 MAX_HEAD = 16 * 1024  # request line + headers of an upgrade
 HEAD_TIMEOUT = 15.0  # a client that does not finish its request head in time is dropped
 _RELAY_LINE = b"GET " + PATH_PREFIX.encode()
+# Python 3.12+ transports write a list of parts with sendmsg themselves.
+_WRITEV = sys.version_info < (3, 12) and hasattr(os, "writev")
+_WRITEV_MAX_PARTS = 16  # more parts are small frames: one joined write is cheaper
 
 
 class DataPlane:
@@ -88,6 +93,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
     __slots__ = (
         "_drain",
         "_early",
+        "_fd",
         "_head",
         "_timer",
         "peer",
@@ -105,6 +111,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
         self._early = bytearray()  # bytes after the head, sent before the 101 (pipelined frames)
         self._drain: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._fd = -1  # the socket, for writev (plain TCP on Python < 3.12 only)
 
     # -- asyncio callbacks -----------------------------------------------------------
 
@@ -168,6 +175,39 @@ class RelayProtocol(asyncio.BufferedProtocol):
     def resume_reading(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+
+    def writelines(self, parts: list[bytes]) -> None:
+        """Write forwarded frames: header and payload chunks in one ``writev``, no join.
+
+        Before Python 3.12 ``Transport.writelines`` joins its parts into a new
+        ``bytes``, a copy of every payload byte (measured, best of 8: 0.56 → 0.50 s of relay
+        CPU per GiB with this path, 64 KiB messages). While the transport has
+        nothing queued, writing to its socket directly is what ``write`` itself
+        would do; whatever the socket does not take goes to the transport,
+        which keeps the order and the flow control as usual.
+        """
+        transport = self.transport
+        assert transport is not None
+        if (
+            self._fd < 0
+            or len(parts) > _WRITEV_MAX_PARTS
+            or transport.get_write_buffer_size()
+            or transport.is_closing()
+        ):
+            transport.writelines(parts)
+            return
+        try:
+            n = os.writev(self._fd, parts)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            transport.writelines(parts)  # the transport meets the same error and reports it
+            return
+        for i, part in enumerate(parts):
+            if n < len(part):
+                transport.writelines([part[n:], *parts[i + 1 :]])
+                return
+            n -= len(part)
 
     async def drain(self) -> None:
         if not self.writing_paused or self.transport is None or self.transport.is_closing():
@@ -244,6 +284,9 @@ class RelayProtocol(asyncio.BufferedProtocol):
             return
         live, role = verdict
         remote = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("socket")
+        if _WRITEV and sock is not None and transport.get_extra_info("sslcontext") is None:
+            self._fd = sock.fileno()
         peer = Peer(
             live,
             role,
@@ -252,6 +295,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
             self,
             max_message=plane.rendezvous.max_message,
             remote=_format_addr(remote),
+            writelines=self.writelines,
         )
         if not live.reserve(role, peer):
             self._refuse(409, SLOT_TAKEN.format(role=role))
