@@ -40,7 +40,7 @@ from swsrs.wire.handshake import refusal, switching_protocols
 
 log = logging.getLogger("swsrs.relay")
 
-READ_BUFFER_SIZE = 256 * 1024
+READ_BUFFER_SIZE = 1024 * 1024  # measured: 256 KiB → 1 MiB cut relay CPU for 64 KiB messages ~10%
 _BUFFER = memoryview(bytearray(READ_BUFFER_SIZE))  # shared by every connection of the process
 
 MAX_HEAD = 16 * 1024  # request line + headers of an upgrade
