@@ -77,6 +77,15 @@ class Transport(Protocol):
 _OPEN, _CLOSING, _CLOSED = 0, 1, 2
 
 
+def owned(parts: list[bytes]) -> list[bytes]:
+    """``parts`` with every view of the shared read buffer copied, for keeping past this read.
+
+    The forwarder's output may view the buffer the bytes were read into
+    (see :meth:`~swsrs.wire.frames.FrameForwarder.feed`).
+    """
+    return [bytes(p) if type(p) is memoryview else p for p in parts]
+
+
 class Peer:
     """One client attached to one slot of a session."""
 
@@ -120,7 +129,7 @@ class Peer:
         self.flow = flow
         self.transport = transport
         # Forwarded frames are written with this (the listener's writev path, or the transport's).
-        self.writelines = writelines or transport.writelines
+        self.writelines = writelines or (lambda parts: transport.writelines(owned(parts)))
         self.writer = writer
         self.remote = remote
         self.fwd = FrameForwarder(max_message)
@@ -193,7 +202,7 @@ class Peer:
                 if other.flow.writing_paused and not self.read_paused:
                     self._check_backpressure(other)
             else:
-                self.pending.extend(out)
+                self.pending.extend(owned(out))
                 self.pending_bytes += sum(map(len, out))
                 self.pending_payload += fwd.payload_bytes
                 fwd.payload_bytes = 0
