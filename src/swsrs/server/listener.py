@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -35,6 +35,7 @@ from swsrs.server.pump import WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer, owned
 from swsrs.server.relay import PATH_PREFIX, SLOT_TAKEN, Refusal, Seat, admit, log_attach
 from swsrs.server.rendezvous import Rendezvous
 from swsrs.server.sessions import SessionStore
+from swsrs.wire.frames import Chunk
 from swsrs.wire.handshake import refusal, switching_protocols
 
 log = logging.getLogger("swsrs.relay")
@@ -187,7 +188,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
-    def writelines(self, parts: list[bytes]) -> None:
+    def writelines(self, parts: Sequence[Chunk]) -> None:
         """Write forwarded frames straight from the read buffer with one ``writev``.
 
         ``parts`` may view the shared read buffer (the C fast path re-frames

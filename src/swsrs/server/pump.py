@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from swsrs.server.sessions import Role
@@ -29,6 +29,7 @@ from swsrs.wire.frames import (
     OP_CLOSE,
     OP_PING,
     OP_PONG,
+    Chunk,
     FrameForwarder,
     ProtocolError,
     close_payload,
@@ -77,13 +78,13 @@ class Transport(Protocol):
 _OPEN, _CLOSING, _CLOSED = 0, 1, 2
 
 
-def owned(parts: list[bytes]) -> list[bytes]:
+def owned(parts: Sequence[Chunk]) -> list[bytes]:
     """``parts`` with every view of the shared read buffer copied, for keeping past this read.
 
     The forwarder's output may view the buffer the bytes were read into
     (see :meth:`~swsrs.wire.frames.FrameForwarder.feed`).
     """
-    return [bytes(p) if type(p) is memoryview else p for p in parts]
+    return [p if type(p) is bytes else bytes(p) for p in parts]
 
 
 class Peer:
@@ -122,7 +123,7 @@ class Peer:
         *,
         max_message: int = -1,
         remote: str = "?",
-        writelines: Callable[[list[bytes]], None] | None = None,
+        writelines: Callable[[Sequence[Chunk]], None] | None = None,
     ) -> None:
         self.live = live
         self.role = role

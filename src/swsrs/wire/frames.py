@@ -20,12 +20,14 @@ try:  # The C routine from the websockets library unmasks at memory speed.
 except ImportError:  # pragma: no cover - exercised only without the C extension
     _c_apply_mask = None
 
-_c_forward: Callable[[memoryview, int, int, int], tuple[int, int, int]] | None
 try:  # Our own C fast path (_forward.c): runs of whole data frames, re-framed in place.
     from swsrs.wire._forward import forward as _c_forward
 except ImportError:  # pragma: no cover - a build without a C compiler
-    _c_forward = None
+    _c_forward = None  # type: ignore[assignment]
 FAST_PATH = _c_forward is not None
+
+# Output for the other client: new bytes, or (fast path) a view of the read buffer.
+Chunk = bytes | memoryview
 
 OP_CONT: Final = 0x0
 OP_TEXT: Final = 0x1
@@ -150,7 +152,7 @@ class FrameForwarder:
         self._control_op = 0
         self._fragmented = False  # inside a message whose last frame has not come
         self._msg_size = 0
-        self.out: list[bytes] = []
+        self.out: list[Chunk] = []
         self.controls: list[tuple[int, bytes]] = []
         self.payload_bytes = 0
         # Frames the relay itself must send toward the *other* client are held
@@ -227,7 +229,7 @@ class FrameForwarder:
             if pos < 0:
                 return
 
-    def _header(self, data: bytes | memoryview, pos: int, end: int) -> int:
+    def _header(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> int:
         """Parse one frame header at ``pos``; return the new position, or -1 if incomplete."""
         if end - pos < 2:
             self._head = bytes(data[pos:end])
