@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from swsrs import _version
-from swsrs.cli import admin, peer, serve
+from swsrs.cli import admin, auth, peer, serve
 from swsrs.errors import ConfigError, SwsrsError
 
 
@@ -25,14 +25,6 @@ def _version_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _auth_cmd(args: argparse.Namespace) -> int:
-    print(
-        "swsrs auth: not implemented yet (device login arrives with OIDC support)",
-        file=sys.stderr,
-    )
-    return 1
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="swsrs",
@@ -42,17 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"swsrs {_version.__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve.register(sub)
-    a = sub.add_parser(
-        "auth",
-        help="log in to the relay's identity provider (device flow)",
-        description="OAuth 2.0 device login against the IdP the relay names; "
-        "saves the token to <user config dir>/swsrs/credentials.json.",
-    )
-    a.add_argument("--relay", metavar="URL", help="relay URL (SWSRS_URL)")
-    a.add_argument("--client-id", metavar="ID", help="OAuth client id (default: the relay's hint)")
-    a.add_argument("--credentials", metavar="PATH", help="credentials file to write")
-    a.add_argument("--logout", action="store_true", help="forget the saved credentials")
-    a.set_defaults(func=_auth_cmd)
+    auth.register(sub)
     admin.register(sub)
     peer.register(sub)
     v = sub.add_parser("version", help="print version, commit and build date",

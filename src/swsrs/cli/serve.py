@@ -109,13 +109,6 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"swsrs serve: {exc}", file=sys.stderr)
         return 2
-    if cfg.oidc_issuer and not cfg.no_auth:
-        print(
-            "swsrs serve: OIDC verification is not available in this build yet; "
-            "run with --no-auth for development",
-            file=sys.stderr,
-        )
-        return 1
     _setup_logging(args.log_level)
     from swsrs.server.app import serve
 
