@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from .oidc_idp import AUDIENCE, CLI_CLIENT, IdP, SigningKey, ec_key, node_missing_reason, rsa_key
+
 SWSRS = [sys.executable, "-m", "swsrs"]
 
 
@@ -93,11 +95,14 @@ class Relay:
         return int(self.proc.returncode)
 
 
-def start_relay(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> Relay:
-    """Start ``swsrs serve --no-auth`` on a free port and wait until /healthz answers."""
+def start_relay(
+    tmp_path: Path, *extra: str, env: dict[str, str] | None = None, no_auth: bool = True
+) -> Relay:
+    """Start ``swsrs serve [--no-auth]`` on a free port and wait until /healthz answers."""
     port = free_port()
     log_path = tmp_path / f"relay-{port}.log"
-    args = [*SWSRS, "serve", "--no-auth", "--addr", f"127.0.0.1:{port}", *extra]
+    auth = ["--no-auth"] if no_auth else []
+    args = [*SWSRS, "serve", *auth, "--addr", f"127.0.0.1:{port}", *extra]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     logf = log_path.open("w")
     proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, text=True, env=full_env)
@@ -140,3 +145,50 @@ def relay_factory(tmp_path: Path) -> Iterator[Any]:
     yield make
     for r in started:
         r.stop()
+
+
+# -- a real OpenID provider (tests/idp: oidc-provider on Node) ------------------------
+
+
+def make_idp(directory: Path, *args: str, keys: list[SigningKey] | None = None) -> IdP:
+    """Start an IdP on a free port, signing with ``keys`` (default: one RSA and one EC key)."""
+    if (why := node_missing_reason()) is not None:
+        pytest.skip(why)
+    port = free_port()
+    idp = IdP(
+        port=port,
+        keys_path=directory / f"idp-{port}-keys.json",
+        log_path=directory / f"idp-{port}.log",
+        keys=[],
+        args=list(args),
+    )
+    idp.write_keys(keys or [rsa_key("rsa-1"), ec_key("ec-1")])
+    idp.start()
+    return idp
+
+
+@pytest.fixture(scope="session")
+def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdP]:
+    """One IdP for the session; tests that change it (keys, hooks) use ``idp_factory``."""
+    i = make_idp(tmp_path_factory.mktemp("idp"), "--interval", "1")
+    yield i
+    i.stop()
+
+
+@pytest.fixture
+def idp_factory(tmp_path: Path) -> Iterator[Any]:
+    started: list[IdP] = []
+
+    def make(*args: str, keys: list[SigningKey] | None = None) -> IdP:
+        i = make_idp(tmp_path, *args, keys=keys)
+        started.append(i)
+        return i
+
+    yield make
+    for i in started:
+        i.stop()
+
+
+def oidc_flags(idp: IdP) -> list[str]:
+    return ["--oidc-issuer", idp.issuer, "--oidc-audience", AUDIENCE,
+            "--oidc-client-id", CLI_CLIENT]  # fmt: skip
