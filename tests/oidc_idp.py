@@ -134,7 +134,7 @@ class IdP:
         with urllib.request.urlopen(req, timeout=10):
             pass
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         return dict(self.get_json("/__test/stats"))
 
     def get_json(self, path: str) -> Any:

@@ -10,7 +10,8 @@
 //   swsrs-cli  public, device_code + refresh_token
 // Test-only routes, all under /__test/:
 //   POST /__test/reload  re-read the keys file (key rotation); the provider is rebuilt
-//   GET  /__test/stats   {"jwks": fetches of the JWKS, "discovery": fetches of discovery}
+//   GET  /__test/stats   {"jwks": JWKS fetches, "discovery": discovery fetches,
+//                         "device_polls": times (s) of device-code token requests}
 // Hooks: --interval adds "interval" to device authorization answers (the
 // provider sends none, which means 5 s); --slow-down turns the first
 // authorization_pending answer into slow_down (the provider never sends it).
@@ -37,7 +38,7 @@ const RESOURCE = 'urn:swsrs:admin';
 const AUDIENCE = 'swsrs';
 const SWSRS_SCOPES = 'swsrs:session:create swsrs:session:read swsrs:session:delete';
 const accessTTL = Number(opt['access-ttl']);
-const stats = { jwks: 0, discovery: 0 };
+const stats = { jwks: 0, discovery: 0, device_polls: [] };
 let slowDownPending = opt['slow-down'];
 
 function build() {
@@ -116,6 +117,9 @@ function build() {
     if (ctx.path === '/jwks') stats.jwks += 1;
     if (ctx.path === '/.well-known/openid-configuration') stats.discovery += 1;
     await next();
+    if (ctx.path === '/token' && ctx.oidc?.params?.grant_type?.endsWith(':device_code')) {
+      stats.device_polls.push(Date.now() / 1000);
+    }
     if (ctx.path === '/device/auth' && ctx.status === 200 && opt.interval) {
       ctx.body = { ...ctx.body, interval: Number(opt.interval) };
     }
