@@ -38,11 +38,22 @@ ALL_SCOPES = ("swsrs:session:create", "swsrs:session:read", "swsrs:session:delet
 
 
 def node_missing_reason() -> str | None:
-    """Why the IdP cannot run here, or ``None`` when it can."""
+    """Why the IdP cannot run here (node is not installed), or ``None`` when it can.
+
+    With node present, a missing ``tests/idp/node_modules`` is installed here
+    from the lockfile (``.ci/run`` does the same up front), so a forgotten
+    install step fails loudly instead of skipping.
+    """
     if shutil.which("node") is None:
         return "node is not installed (the test IdP is oidc-provider on Node.js)"
     if not (IDP_DIR / "node_modules" / "oidc-provider").is_dir():
-        return "tests/idp has no node_modules: run `(cd tests/idp && npm ci)` (.ci/run does)"
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RuntimeError("tests/idp needs `npm ci` but npm is not installed")
+        r = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                           cwd=IDP_DIR, capture_output=True, text=True, timeout=600)  # fmt: skip
+        if r.returncode != 0:
+            raise RuntimeError(f"`npm ci` in tests/idp failed:\n{r.stdout}{r.stderr}")
     return None
 
 

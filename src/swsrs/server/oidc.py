@@ -159,6 +159,12 @@ class OIDCAuthorizer:
     async def start(self) -> None:
         """Try the IdP once; whatever happens, keep it fresh in the background."""
         self._http = aiohttp.ClientSession(timeout=self._timeout)
+        if self.audience is None:
+            log.warning(
+                "no --oidc-audience: any token of %s with the scopes is accepted, "
+                "including tokens meant for other APIs",
+                self.issuer,
+            )
         try:
             await self._load()
             log.info("OIDC issuer %s loaded (%d signing keys)", self.issuer, self._key_count())
