@@ -305,7 +305,11 @@ async def device_login(
     scope = " ".join(dict.fromkeys([*LOGIN_SCOPES, *wanted]))
 
     async with aiohttp.ClientSession(timeout=_HTTP_TIMEOUT) as http:
-        status, body = await _post_form(http, device_ep, {"client_id": client, "scope": scope}, ssl)
+        request = {"client_id": client, "scope": scope}
+        if config.get("audience"):
+            # Auth0 issues a JWT for an API only when asked for its audience; others ignore it.
+            request["audience"] = str(config["audience"])
+        status, body = await _post_form(http, device_ep, request, ssl)
         if status != 200 or "device_code" not in body:
             raise DeviceLoginError(
                 f"device authorization refused: {_idp_error(body, status)}",
