@@ -131,7 +131,7 @@ async def test_slow_down_adds_five_seconds(tmp_path: Path) -> None:
         token = await login
         assert token.access_token
         polls = idp.stats()["device_polls"]
-        assert len(polls) == 2 and polls[1] - polls[0] >= 5.5  # interval 1 s + 5 s
+        assert len(polls) >= 2 and polls[1] - polls[0] >= 5.5  # interval 1 s + 5 s
     finally:
         relay.stop()
         idp.stop()
