@@ -16,9 +16,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import aiohttp
+import jwt
 import pytest
 
 import swsrs
+from swsrs.server.oidc import OIDCAuthorizer, TokenRejected
 
 from .conftest import Relay, free_port, make_idp, oidc_flags, start_relay
 from .oidc_idp import ALL_SCOPES, AUDIENCE, IdP, SigningKey, ec_key, rsa_key
@@ -289,3 +292,67 @@ def test_token_never_reaches_the_log(oidc_relay: Relay, idp: IdP) -> None:
     call(oidc_relay, "POST", "/admin/sessions", token)
     call(oidc_relay, "POST", "/admin/sessions", token[:-4] + "AAAA")
     assert token[:40] not in oidc_relay.log()
+
+
+async def test_concurrent_new_kid_shares_one_fetch(tmp_path: Path) -> None:
+    old = rsa_key("old")
+    idp = make_idp(tmp_path, keys=[old])
+    relay = start_relay(tmp_path, *oidc_flags(idp), no_auth=False)
+    try:
+        before = idp.stats()["jwks"]
+        idp.rotate([rsa_key("new"), old])
+        tokens = [idp.client_credentials([READ]) for _ in range(10)]
+        async with aiohttp.ClientSession() as http:
+
+            async def get(token: str) -> int:
+                headers = {"Authorization": f"Bearer {token}"}
+                async with http.get(relay.url + "/admin/sessions", headers=headers) as r:
+                    return r.status
+
+            assert await asyncio.gather(*(get(t) for t in tokens)) == [200] * 10
+        assert idp.stats()["jwks"] == before + 1
+    finally:
+        relay.stop()
+        idp.stop()
+
+
+async def test_hmac_and_none_refused_even_if_the_key_set_offers_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A JWKS that also publishes a symmetric key: its kid still cannot sign anything."""
+    rsa = rsa_key("rsa")
+    secret = b"s" * 64
+    documents = {
+        "http://idp.test/.well-known/openid-configuration": {
+            "issuer": "http://idp.test", "jwks_uri": "http://idp.test/jwks",
+        },
+        "http://idp.test/jwks": {"keys": [
+            {"kty": "oct", "kid": "sym", "k": b64(secret), "alg": "HS256"}, rsa.jwk(),
+        ]},
+    }  # fmt: skip
+
+    async def fake_get_json(self: OIDCAuthorizer, url: str) -> object:
+        return documents[url]
+
+    monkeypatch.setattr(OIDCAuthorizer, "_get_json", fake_get_json)
+    auth = OIDCAuthorizer("http://idp.test", audience=AUDIENCE)
+    await auth.start()
+    try:
+        assert auth.ready
+        claims = {"iss": "http://idp.test", "aud": AUDIENCE, "exp": now() + 60}
+        good = jwt.encode(claims, rsa.private, algorithm="RS256", headers={"kid": "rsa"})
+        assert (await auth.verify(good))["aud"] == AUDIENCE
+        for alg in ("HS256", "HS512"):
+            forged = jwt.encode(claims, secret, algorithm=alg, headers={"kid": "sym"})
+            with pytest.raises(TokenRejected, match="not allowed"):
+                await auth.verify(forged)
+        # An asymmetric alg naming the symmetric key's kid finds no key either.
+        confused = jwt.encode(claims, rsa.private, algorithm="RS256", headers={"kid": "sym"})
+        with pytest.raises(TokenRejected, match="signing key"):
+            await auth.verify(confused)
+        # A JWKS of symmetric keys alone is no key set at all.
+        documents["http://idp.test/jwks"] = {"keys": [{"kty": "oct", "k": b64(secret)}]}
+        with pytest.raises(RuntimeError, match="no usable signing keys"):
+            await auth._load()
+    finally:
+        await auth.stop()

@@ -50,11 +50,12 @@ class TokenRejected(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Key:
-    jwk: jwt.PyJWK
+    kty: str
     alg: str | None  # the JWK's own "alg", when it names one
+    public: Any  # a cryptography public key
 
     def fits(self, alg: str) -> bool:
-        return alg in _KTY_ALGS.get(str(self.jwk.key_type), set()) and self.alg in (None, alg)
+        return alg in _KTY_ALGS.get(self.kty, set()) and self.alg in (None, alg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +75,14 @@ def _parse_jwks(doc: Any) -> _Keys:
         if raw.get("kty") not in _KTY_ALGS:  # "oct" (HMAC) keys are never used
             continue
         try:
-            key = _Key(jwt.PyJWK.from_dict(raw), raw.get("alg"))
+            material = jwt.PyJWK.from_dict(raw).key
         except (jwt.PyJWTError, ValueError, TypeError, KeyError):
             continue  # a key this build cannot use; the others still count
+        # An IdP that publishes private parameters by mistake: verify with the public half.
+        if hasattr(material, "public_key"):
+            material = material.public_key()
+        alg = raw.get("alg")
+        key = _Key(str(raw["kty"]), alg if isinstance(alg, str) else None, material)
         if isinstance(raw.get("kid"), str):
             by_kid[raw["kid"]] = key
         else:
@@ -302,7 +308,7 @@ class OIDCAuthorizer:
             try:
                 claims: dict[str, Any] = jwt.decode(
                     token,
-                    key.jwk.key,
+                    key.public,
                     algorithms=[str(alg)],
                     issuer=str(self._provider["issuer"]),
                     audience=self.audience,
