@@ -346,6 +346,9 @@ async def test_hmac_and_none_refused_even_if_the_key_set_offers_them(
             forged = jwt.encode(claims, secret, algorithm=alg, headers={"kid": "sym"})
             with pytest.raises(TokenRejected, match="not allowed"):
                 await auth.verify(forged)
+        none = b64(json.dumps({"alg": "none", "kid": "sym"}).encode())
+        with pytest.raises(TokenRejected, match="not allowed"):
+            await auth.verify(f"{none}.{b64(json.dumps(claims).encode())}.")
         # An asymmetric alg naming the symmetric key's kid finds no key either.
         confused = jwt.encode(claims, rsa.private, algorithm="RS256", headers={"kid": "sym"})
         with pytest.raises(TokenRejected, match="signing key"):
