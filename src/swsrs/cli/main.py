@@ -43,9 +43,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Flags whose values are random base64url, which may start with "-": argparse would take
+# such a value for an option, so it is glued to its flag (Go's flag package, which the
+# reference CLI uses, always takes the next word as the value).
+_OPAQUE_VALUE_FLAGS = frozenset({"--session", "--token", "--oidc-token"})
+
+
+def _glue_opaque_values(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--":
+            out.append(arg)
+            out.extend(it)
+        elif arg in _OPAQUE_VALUE_FLAGS and (value := next(it, None)) is not None:
+            out.append(f"{arg}={value}")
+        else:
+            out.append(arg)
+    return out
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_glue_opaque_values(sys.argv[1:] if argv is None else argv))
     try:
         return int(args.func(args))
     except ConfigError as exc:
