@@ -189,7 +189,8 @@ class FileTokenStore:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".credentials-", suffix=".tmp")
         try:
-            os.fchmod(fd, 0o600)  # mkstemp already uses 0600; say it anyway
+            if hasattr(os, "fchmod"):  # POSIX; mkstemp already uses 0600, say it anyway
+                os.fchmod(fd, 0o600)
             with os.fdopen(fd, "w") as f:
                 json.dump(token.to_json(), f, indent=2)
                 f.write("\n")
