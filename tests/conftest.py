@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -150,18 +151,16 @@ def relay_factory(tmp_path: Path) -> Iterator[Any]:
 # -- a real OpenID provider (tests/idp: oidc-provider on Node) ------------------------
 
 
+_idp_numbers = itertools.count()
+
+
 def make_idp(directory: Path, *args: str, keys: list[SigningKey] | None = None) -> IdP:
     """Start an IdP on a free port, signing with ``keys`` (default: one RSA and one EC key)."""
     if (why := node_missing_reason()) is not None:
         pytest.skip(why)
-    port = free_port()
-    idp = IdP(
-        port=port,
-        keys_path=directory / f"idp-{port}-keys.json",
-        log_path=directory / f"idp-{port}.log",
-        keys=[],
-        args=list(args),
-    )
+    name = directory / f"idp-{next(_idp_numbers)}"
+    idp = IdP(port=0, keys_path=name.with_suffix(".keys.json"), log_path=name.with_suffix(".log"),
+              keys=[], args=list(args))  # fmt: skip
     idp.write_keys(keys or [rsa_key("rsa-1"), ec_key("ec-1")])
     idp.start()
     return idp

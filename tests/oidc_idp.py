@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -89,7 +90,7 @@ def ec_key(kid: str) -> SigningKey:
 
 @dataclass
 class IdP:
-    """A running oidc-provider process."""
+    """A running oidc-provider process (``port`` 0: the IdP picks one and says which)."""
 
     port: int
     keys_path: Path
@@ -112,21 +113,18 @@ class IdP:
         self.proc = subprocess.Popen(
             ["node", str(IDP_DIR / "server.mjs"), "--port", str(self.port),
              "--keys", str(self.keys_path), *self.args],
-            stdout=logf, stderr=subprocess.STDOUT, cwd=IDP_DIR,
+            stdout=subprocess.PIPE, stderr=logf, cwd=IDP_DIR,
         )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"IdP exited early:\n{self.log_path.read_text()}")
-            try:
-                self.get_json("/.well-known/openid-configuration")
-                return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"IdP did not come up:\n{self.log_path.read_text()}")
-            time.sleep(0.1)
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline().decode()  # blocks until bound, or EOF on exit
+        if not first.startswith("idp listening on http://127.0.0.1:"):
+            self.stop()
+            raise RuntimeError(f"IdP did not come up ({first!r}):\n{self.log_path.read_text()}")
+        self.port = int(first.strip().rsplit(":", 1)[1])
+        # Keep draining stdout so the IdP can never block on a full pipe.
+        threading.Thread(
+            target=shutil.copyfileobj, args=(self.proc.stdout, logf), daemon=True
+        ).start()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -1,9 +1,10 @@
 // A real OpenID provider (panva's oidc-provider) for swsrs's auth tests.
 //
-//   node server.mjs --port N --keys FILE [--access-ttl S] [--device-ttl S]
+//   node server.mjs --keys FILE [--port N] [--access-ttl S] [--device-ttl S]
 //                   [--interval S] [--slow-down]
 //
-// Listens on 127.0.0.1 only. Access tokens are JWTs (RS256) with aud "swsrs".
+// Listens on 127.0.0.1 only, on --port or (default) a port the system picks; the
+// first line on stdout is "idp listening on http://127.0.0.1:PORT". Access tokens are JWTs (RS256) with aud "swsrs".
 // The signing keys come from FILE (a private JWKS the tests write), so a
 // test can also forge tokens with the IdP's own key. Clients:
 //   swsrs-ci   confidential, client_credentials (mint tokens with chosen scopes)
@@ -23,7 +24,7 @@ import Provider from 'oidc-provider';
 
 const { values: opt } = parseArgs({
   options: {
-    port: { type: 'string' },
+    port: { type: 'string', default: '0' },
     keys: { type: 'string' },
     'access-ttl': { type: 'string', default: '300' },
     'device-ttl': { type: 'string', default: '600' },
@@ -32,8 +33,7 @@ const { values: opt } = parseArgs({
   },
 });
 
-const port = Number(opt.port);
-const issuer = `http://127.0.0.1:${port}`;
+let issuer; // known once the socket is bound
 const RESOURCE = 'urn:swsrs:admin';
 const AUDIENCE = 'swsrs';
 const SWSRS_SCOPES = 'swsrs:session:create swsrs:session:read swsrs:session:delete';
@@ -136,7 +136,7 @@ function build() {
   return provider;
 }
 
-let handler = build().callback();
+let handler;
 
 const server = http.createServer((req, res) => {
   if (req.url === '/__test/stats') {
@@ -150,10 +150,17 @@ const server = http.createServer((req, res) => {
     res.end();
     return;
   }
+  if (!handler) {
+    res.writeHead(503);
+    res.end();
+    return;
+  }
   handler(req, res);
 });
 
-server.listen(port, '127.0.0.1', () => {
+server.listen(Number(opt.port), '127.0.0.1', () => {
+  issuer = `http://127.0.0.1:${server.address().port}`;
+  handler = build().callback();
   process.stdout.write(`idp listening on ${issuer}\n`);
 });
 
