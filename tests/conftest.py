@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from .oidc_idp import AUDIENCE, CLI_CLIENT, IdP, SigningKey, ec_key, node_missing_reason, rsa_key
 
 SWSRS = [sys.executable, "-m", "swsrs"]
 LISTENING = re.compile(r"listening on https?://127\.0\.0\.1:(\d+)")
@@ -95,15 +98,18 @@ class Relay:
         return int(self.proc.returncode)
 
 
-def start_relay(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> Relay:
-    """Start ``swsrs serve --no-auth`` on a port of its own choosing and wait for /healthz.
+def start_relay(
+    tmp_path: Path, *extra: str, env: dict[str, str] | None = None, no_auth: bool = True
+) -> Relay:
+    """Start ``swsrs serve [--no-auth]`` on a port of its own choosing and wait for /healthz.
 
     The relay binds ``127.0.0.1:0`` and the test reads the port from its
     "listening on" log line, so no other process can take the port between
     picking and binding it.
     """
     log_path = tmp_path / f"relay-{time.monotonic_ns()}.log"
-    args = [*SWSRS, "serve", "--no-auth", "--addr", "127.0.0.1:0", *extra]
+    auth = ["--no-auth"] if no_auth else []
+    args = [*SWSRS, "serve", *auth, "--addr", "127.0.0.1:0", *extra]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "SWSRS_LOG_LEVEL": "info", **(env or {})}
     logf = log_path.open("w")
     proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, text=True, env=full_env)
@@ -150,3 +156,48 @@ def relay_factory(tmp_path: Path) -> Iterator[Any]:
     yield make
     for r in started:
         r.stop()
+
+
+# -- a real OpenID provider (tests/idp: oidc-provider on Node) ------------------------
+
+
+_idp_numbers = itertools.count()
+
+
+def make_idp(directory: Path, *args: str, keys: list[SigningKey] | None = None) -> IdP:
+    """Start an IdP on a free port, signing with ``keys`` (default: one RSA and one EC key)."""
+    if (why := node_missing_reason()) is not None:
+        pytest.skip(why)
+    name = directory / f"idp-{next(_idp_numbers)}"
+    idp = IdP(port=0, keys_path=name.with_suffix(".keys.json"), log_path=name.with_suffix(".log"),
+              keys=[], args=list(args))  # fmt: skip
+    idp.write_keys(keys or [rsa_key("rsa-1"), ec_key("ec-1")])
+    idp.start()
+    return idp
+
+
+@pytest.fixture(scope="session")
+def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdP]:
+    """One IdP for the session; tests that change it (keys, hooks) use ``idp_factory``."""
+    i = make_idp(tmp_path_factory.mktemp("idp"), "--interval", "1")
+    yield i
+    i.stop()
+
+
+@pytest.fixture
+def idp_factory(tmp_path: Path) -> Iterator[Any]:
+    started: list[IdP] = []
+
+    def make(*args: str, keys: list[SigningKey] | None = None) -> IdP:
+        i = make_idp(tmp_path, *args, keys=keys)
+        started.append(i)
+        return i
+
+    yield make
+    for i in started:
+        i.stop()
+
+
+def oidc_flags(idp: IdP) -> list[str]:
+    return ["--oidc-issuer", idp.issuer, "--oidc-audience", AUDIENCE,
+            "--oidc-client-id", CLI_CLIENT]  # fmt: skip

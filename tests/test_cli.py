@@ -166,3 +166,15 @@ def test_unreachable_target_releases_the_other_peer(relay: Relay) -> None:
     assert r.returncode == 1 and "cannot connect to target" in one_line_error(r)
     _, err = waiting.communicate(timeout=30)  # released by the relay: exits on its own
     assert waiting.returncode == 0, err
+
+
+def test_token_and_session_values_may_start_with_a_dash() -> None:
+    """Tokens and ids are base64url: one in 64 starts with "-"."""
+    from swsrs.cli.main import _glue_opaque_values, build_parser
+
+    argv = ["tcp-listen", "--session", "-sid", "--token", "-tok", "--role", "initiator"]
+    args = build_parser().parse_args(_glue_opaque_values(argv))
+    assert (args.session, args.token, args.role) == ("-sid", "-tok", "initiator")
+    r = run("raw", "--url", "ws://127.0.0.1:1", "--session", "-x", "--token", "-y",
+            stdin=subprocess.DEVNULL)  # fmt: skip
+    assert r.returncode == 1 and "expected one argument" not in r.stderr, r.stderr

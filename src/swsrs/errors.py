@@ -57,3 +57,23 @@ class PeerGone(SwsrsError):
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+class LoginRequired(SwsrsError):
+    """No usable admin credentials (none saved, or expired beyond refresh): run ``swsrs auth``."""
+
+
+class DeviceLoginError(SwsrsError):
+    """The identity provider ended a device login (RFC 8628) with an error."""
+
+    def __init__(self, message: str, error: str = "") -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class LoginDenied(DeviceLoginError):
+    """The user (or the IdP) refused the device login: ``access_denied``."""
+
+
+class LoginExpired(DeviceLoginError):
+    """The device code expired before the user approved it: ``expired_token``."""

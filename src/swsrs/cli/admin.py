@@ -9,13 +9,9 @@ import os
 import sys
 from typing import Any
 
-from swsrs.client.admin import AdminClient, SessionStatus
-from swsrs.client.auth import discover, load_cached_token
-from swsrs.errors import AuthDisabled, ConfigError, SwsrsError
-
-
-class NeedsLogin(SwsrsError):
-    pass
+from swsrs.client.admin import AdminClient, SessionStatus, TokenArg
+from swsrs.client.auth import FileTokenStore, RefreshingTokenProvider, discover
+from swsrs.errors import AuthDisabled, ConfigError, LoginRequired
 
 
 def _admin_flags(p: argparse.ArgumentParser) -> None:
@@ -68,19 +64,25 @@ def _admin_url(args: argparse.Namespace) -> str:
     return str(url)
 
 
-async def _token(args: argparse.Namespace, url: str) -> str | None:
-    """--oidc-token, else cached credentials, else none if the relay says auth is off."""
+async def _token(args: argparse.Namespace, url: str) -> TokenArg:
+    """--oidc-token, else the saved credentials (refreshed when expired), else none if the
+    relay says auth is off."""
     token = args.oidc_token or os.environ.get("SWSRS_OIDC_TOKEN")
     if token:
         return str(token)
-    cached = load_cached_token(args.credentials)
-    if cached:
-        return cached
+    store = FileTokenStore(args.credentials)
+    if store.load() is not None:
+        provider = RefreshingTokenProvider(store, relay_url=url)
+        try:
+            await provider()  # refresh now, so a dead login fails before anything else
+        except LoginRequired as exc:
+            raise LoginRequired(f"{exc}: run `swsrs auth --relay {url}`") from None
+        return provider
     try:
         await discover(url)
     except AuthDisabled:
         return None
-    raise NeedsLogin(
+    raise LoginRequired(
         f"this relay requires a token: run `swsrs auth --relay {url}` or pass --oidc-token"
     )
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from swsrs import _version
-from swsrs.cli import admin, peer, serve
+from swsrs.cli import admin, auth, peer, serve
 from swsrs.errors import ConfigError, SwsrsError
 
 
@@ -25,14 +25,6 @@ def _version_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _auth_cmd(args: argparse.Namespace) -> int:
-    print(
-        "swsrs auth: not implemented yet (device login arrives with OIDC support)",
-        file=sys.stderr,
-    )
-    return 1
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="swsrs",
@@ -42,17 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"swsrs {_version.__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve.register(sub)
-    a = sub.add_parser(
-        "auth",
-        help="log in to the relay's identity provider (device flow)",
-        description="OAuth 2.0 device login against the IdP the relay names; "
-        "saves the token to <user config dir>/swsrs/credentials.json.",
-    )
-    a.add_argument("--relay", metavar="URL", help="relay URL (SWSRS_URL)")
-    a.add_argument("--client-id", metavar="ID", help="OAuth client id (default: the relay's hint)")
-    a.add_argument("--credentials", metavar="PATH", help="credentials file to write")
-    a.add_argument("--logout", action="store_true", help="forget the saved credentials")
-    a.set_defaults(func=_auth_cmd)
+    auth.register(sub)
     admin.register(sub)
     peer.register(sub)
     v = sub.add_parser("version", help="print version, commit and build date",
@@ -61,9 +43,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Flags whose values are random base64url, which may start with "-": argparse would take
+# such a value for an option, so it is glued to its flag (Go's flag package, which the
+# reference CLI uses, always takes the next word as the value).
+_OPAQUE_VALUE_FLAGS = frozenset({"--session", "--token", "--oidc-token"})
+
+
+def _glue_opaque_values(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--":
+            out.append(arg)
+            out.extend(it)
+        elif arg in _OPAQUE_VALUE_FLAGS and (value := next(it, None)) is not None:
+            out.append(f"{arg}={value}")
+        else:
+            out.append(arg)
+    return out
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_glue_opaque_values(sys.argv[1:] if argv is None else argv))
     try:
         return int(args.func(args))
     except ConfigError as exc:

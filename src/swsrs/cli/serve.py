@@ -97,13 +97,6 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"swsrs serve: {exc}", file=sys.stderr)
         return 2
-    if cfg.oidc_issuer and not cfg.no_auth:
-        print(
-            "swsrs serve: OIDC verification is not available in this build yet; "
-            "run with --no-auth for development",
-            file=sys.stderr,
-        )
-        return 1
     from swsrs.server.logs import setup_logging
 
     setup_logging(cfg.log_level)

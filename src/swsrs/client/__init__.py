@@ -1,7 +1,17 @@
-"""The swsrs client SDK: admin client, tunnels, and blocking sockets."""
+"""The swsrs client SDK: admin client, tunnels, blocking sockets, and auth helpers."""
 
 from swsrs.client.admin import AdminClient, CreatedSession, SessionStatus
-from swsrs.client.auth import discover, load_cached_token
+from swsrs.client.auth import (
+    DeviceAuthorization,
+    FileTokenStore,
+    RefreshingTokenProvider,
+    Token,
+    default_credentials_path,
+    device_login,
+    discover,
+    load_cached_token,
+    refresh,
+)
 from swsrs.client.blocking import open_socket
 from swsrs.client.connection import Connection, accept, connect, dial
 
@@ -9,11 +19,18 @@ __all__ = [
     "AdminClient",
     "Connection",
     "CreatedSession",
+    "DeviceAuthorization",
+    "FileTokenStore",
+    "RefreshingTokenProvider",
     "SessionStatus",
+    "Token",
     "accept",
     "connect",
+    "default_credentials_path",
+    "device_login",
     "dial",
     "discover",
     "load_cached_token",
     "open_socket",
+    "refresh",
 ]

@@ -1,22 +1,55 @@
-"""Client-side auth helpers: relay discovery and the cached credentials file.
+"""Client-side auth: relay discovery, the OAuth 2.0 device login, saved tokens, refresh.
 
-The device login (``swsrs auth``) and refresh come with OIDC support; this
-module already owns where credentials live and what discovery says.
+The pieces ``swsrs auth`` and ``swsrs create`` are built from, usable on
+their own:
+
+- :func:`discover` reads the relay's ``/.well-known/swsrs-config``;
+- :func:`device_login` runs the device authorization grant (RFC 8628)
+  against the IdP the relay names and hands the user's instructions to a
+  ``prompt`` callback (the library never prints or reads a terminal);
+- :class:`FileTokenStore` keeps a :class:`Token` in a 0600 JSON file with
+  the same keys as the reference client (``access_token``, ``token_type``,
+  ``refresh_token``, ``expiry``);
+- :class:`RefreshingTokenProvider` is a token provider for
+  :class:`~swsrs.client.admin.AdminClient` that refreshes an expired token
+  with its refresh token and saves the result.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 import json
+import os
 import ssl as _ssl
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import platformdirs
 
-from swsrs.client.admin import raise_for_status
-from swsrs.errors import AuthDisabled, RelayUnreachable
+from swsrs.client.admin import parse_time, raise_for_status
+from swsrs.errors import (
+    AuthDisabled,
+    ConfigError,
+    DeviceLoginError,
+    LoginDenied,
+    LoginExpired,
+    LoginRequired,
+    RelayUnreachable,
+)
 from swsrs.urls import to_http_base
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+LOGIN_SCOPES = ("openid", "offline_access")  # an ID and a refresh token, on top of the relay's
+EXPIRY_SKEW = 30.0  # a token this close to its expiry counts as expired
+_HTTP_TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
 def default_credentials_path() -> Path:
@@ -24,13 +57,17 @@ def default_credentials_path() -> Path:
     return Path(platformdirs.user_config_dir("swsrs")) / "credentials.json"
 
 
+def _ssl_arg(ssl: _ssl.SSLContext | bool | None) -> _ssl.SSLContext | bool:
+    return ssl if ssl is not None else True
+
+
 async def discover(relay_url: str, *, ssl: _ssl.SSLContext | bool | None = None) -> dict[str, Any]:
     """The relay's ``/.well-known/swsrs-config``; raises :class:`AuthDisabled` on its 404."""
     url = to_http_base(relay_url) + "/.well-known/swsrs-config"
     try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
-            http.get(url, ssl=ssl if ssl is not None else True) as resp,
+            aiohttp.ClientSession(timeout=_HTTP_TIMEOUT) as http,
+            http.get(url, ssl=_ssl_arg(ssl)) as resp,
         ):
             if resp.status == 404:
                 raise AuthDisabled("the relay runs without admin auth (--no-auth)")
@@ -41,14 +78,348 @@ async def discover(relay_url: str, *, ssl: _ssl.SSLContext | bool | None = None)
         raise RelayUnreachable(f"cannot reach the relay at {relay_url}: {exc}") from None
 
 
+# -- tokens and where they live --------------------------------------------------
+
+
+def _rfc3339(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An OAuth 2.0 token as saved in the credentials file.
+
+    ``token_endpoint`` and ``client_id`` are kept next to the reference's four
+    keys so a refresh needs no discovery round trip; a file without them is
+    still read (the provider then asks the relay's discovery).
+    """
+
+    access_token: str
+    token_type: str = "Bearer"
+    refresh_token: str | None = None
+    expiry: datetime | None = None
+    token_endpoint: str | None = None
+    client_id: str | None = None
+
+    def expired(self, skew: float = EXPIRY_SKEW) -> bool:
+        if self.expiry is None:
+            return False
+        return datetime.now(UTC) + timedelta(seconds=skew) >= self.expiry
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"access_token": self.access_token, "token_type": self.token_type}
+        if self.refresh_token:
+            d["refresh_token"] = self.refresh_token
+        if self.expiry is not None:
+            d["expiry"] = _rfc3339(self.expiry)
+        if self.token_endpoint:
+            d["token_endpoint"] = self.token_endpoint
+        if self.client_id:
+            d["client_id"] = self.client_id
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Token:
+        access = d.get("access_token")
+        if not isinstance(access, str) or not access:
+            raise ValueError("no access_token")
+        expiry = None
+        if isinstance(d.get("expiry"), str) and d["expiry"]:
+            expiry = parse_time(d["expiry"])
+            if expiry.year <= 1:  # Go's zero time: no expiry
+                expiry = None
+
+        def opt(key: str) -> str | None:
+            v = d.get(key)
+            return v if isinstance(v, str) and v else None
+
+        return cls(
+            access_token=access,
+            token_type=opt("token_type") or "Bearer",
+            refresh_token=opt("refresh_token"),
+            expiry=expiry,
+            token_endpoint=opt("token_endpoint"),
+            client_id=opt("client_id"),
+        )
+
+    @classmethod
+    def from_response(
+        cls,
+        body: dict[str, Any],
+        *,
+        token_endpoint: str,
+        client_id: str,
+        previous_refresh: str | None = None,
+    ) -> Token:
+        """A token endpoint's answer (RFC 6749 section 5.1) as a :class:`Token`."""
+        access = body.get("access_token")
+        if not isinstance(access, str) or not access:
+            raise DeviceLoginError("the identity provider answered without an access_token")
+        expiry = None
+        expires_in = body.get("expires_in")
+        if isinstance(expires_in, int | float) and expires_in > 0:
+            expiry = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=expires_in)
+        refresh = body.get("refresh_token")
+        return cls(
+            access_token=access,
+            token_type=str(body.get("token_type") or "Bearer"),
+            refresh_token=refresh if isinstance(refresh, str) and refresh else previous_refresh,
+            expiry=expiry,
+            token_endpoint=token_endpoint,
+            client_id=client_id,
+        )
+
+
+class FileTokenStore:
+    """A :class:`Token` in a JSON file, mode 0600, replaced atomically on every save."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else default_credentials_path()
+
+    def load(self) -> Token | None:
+        """The saved token, or ``None`` when there is none (or it is unreadable)."""
+        try:
+            data = json.loads(self.path.read_text())
+            return Token.from_json(data) if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def save(self, token: Token) -> None:
+        """Write to a temporary file beside the target, fsync, then rename over it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".credentials-", suffix=".tmp")
+        try:
+            if hasattr(os, "fchmod"):  # POSIX; mkstemp already uses 0600, say it anyway
+                os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(token.to_json(), f, indent=2)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):  # make the rename itself durable
+            dfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    def delete(self) -> bool:
+        """Forget the saved token; ``False`` if there was none."""
+        try:
+            self.path.unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+
 def load_cached_token(path: str | Path | None = None) -> str | None:
     """The ``access_token`` of a saved credentials file, or ``None`` if there is none."""
-    p = Path(path) if path else default_credentials_path()
+    token = FileTokenStore(path).load()
+    return token.access_token if token else None
+
+
+# -- talking to the IdP ------------------------------------------------------------
+
+
+async def _post_form(
+    http: aiohttp.ClientSession,
+    url: str,
+    form: dict[str, str],
+    ssl: _ssl.SSLContext | bool | None,
+) -> tuple[int, dict[str, Any]]:
+    """POST a form to the IdP; the status and the JSON body (``{}`` if there is none)."""
     try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return None
-    token = data.get("access_token") if isinstance(data, dict) else None
-    return token if isinstance(token, str) and token else None
+        async with http.post(
+            url, data=form, headers={"Accept": "application/json"}, ssl=_ssl_arg(ssl)
+        ) as resp:
+            try:
+                body = await resp.json(content_type=None)
+            except ValueError:
+                body = None
+            return resp.status, body if isinstance(body, dict) else {}
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise DeviceLoginError(
+            f"cannot reach the identity provider at {url}: {str(exc) or type(exc).__name__}"
+        ) from None
+
+
+def _idp_error(body: dict[str, Any], status: int) -> str:
+    err = str(body.get("error") or f"HTTP {status}")
+    desc = body.get("error_description")
+    return f"{err}: {desc}" if desc else err
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAuthorization:
+    """What the user must do: open ``verification_uri`` and enter ``user_code``
+    (or open ``verification_uri_complete``, which carries the code)."""
+
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str | None
+    expires_in: float
+    interval: float
+
+
+Prompt = Callable[[DeviceAuthorization], "Awaitable[None] | None"]
+
+
+async def device_login(
+    relay_url: str | None = None,
+    *,
+    prompt: Prompt,
+    client_id: str | None = None,
+    scopes: Sequence[str] | None = None,
+    config: dict[str, Any] | None = None,
+    ssl: _ssl.SSLContext | bool | None = None,
+) -> Token:
+    """Log in with the OAuth 2.0 device authorization grant (RFC 8628).
+
+    The IdP, its endpoints and the scopes come from the relay's discovery
+    (``config``, or fetched from ``relay_url``); ``openid offline_access`` is
+    added so the IdP issues a refresh token. ``prompt`` is called once with
+    the user's instructions; the call then polls the token endpoint until
+    the user approves (``authorization_pending`` waits, ``slow_down`` adds
+    5 s to the interval) and returns the token. Raises :class:`LoginDenied`
+    on ``access_denied``, :class:`LoginExpired` on ``expired_token``, and
+    :class:`DeviceLoginError` on any other refusal.
+    """
+    if config is None:
+        if relay_url is None:
+            raise ConfigError("device_login needs relay_url or config")
+        config = await discover(relay_url, ssl=ssl)
+    client = client_id or config.get("client_id_hint") or ""
+    if not client:
+        raise ConfigError("the relay names no client id (client_id_hint); pass --client-id")
+    device_ep = config.get("device_authorization_endpoint") or ""
+    token_ep = config.get("token_endpoint") or ""
+    if not device_ep or not token_ep:
+        raise DeviceLoginError(
+            "the relay's identity provider offers no device authorization endpoint"
+        )
+    wanted = list(scopes if scopes is not None else config.get("scopes") or [])
+    scope = " ".join(dict.fromkeys([*LOGIN_SCOPES, *wanted]))
+
+    async with aiohttp.ClientSession(timeout=_HTTP_TIMEOUT) as http:
+        request = {"client_id": client, "scope": scope}
+        if config.get("audience"):
+            # Auth0 issues a JWT for an API only when asked for its audience; others ignore it.
+            request["audience"] = str(config["audience"])
+        status, body = await _post_form(http, device_ep, request, ssl)
+        if status != 200 or "device_code" not in body:
+            raise DeviceLoginError(
+                f"device authorization refused: {_idp_error(body, status)}",
+                str(body.get("error", "")),
+            )
+        auth = DeviceAuthorization(
+            user_code=str(body.get("user_code", "")),
+            verification_uri=str(body.get("verification_uri") or body.get("verification_url")),
+            verification_uri_complete=body.get("verification_uri_complete"),
+            expires_in=float(body.get("expires_in") or 600),
+            interval=float(body.get("interval") or 5),  # RFC 8628: 5 s when absent
+        )
+        shown = prompt(auth)
+        if inspect.isawaitable(shown):
+            await shown
+
+        form = {"grant_type": DEVICE_GRANT, "device_code": str(body["device_code"]),
+                "client_id": client}  # fmt: skip
+        interval = auth.interval
+        # The IdP says when the code has expired; this is only a backstop.
+        deadline = time.monotonic() + auth.expires_in + 4 * interval + 10
+        while True:
+            await asyncio.sleep(interval)
+            status, body = await _post_form(http, token_ep, form, ssl)
+            if status == 200:
+                return Token.from_response(body, token_endpoint=token_ep, client_id=client)
+            error = str(body.get("error", ""))
+            if error == "authorization_pending":
+                pass
+            elif error == "slow_down":
+                interval += 5
+            elif error == "access_denied":
+                raise LoginDenied("the login was denied at the identity provider", error)
+            elif error == "expired_token":
+                raise LoginExpired(
+                    "the code expired before the login was approved; start again", error
+                )
+            else:
+                raise DeviceLoginError(
+                    f"the identity provider refused the login: {_idp_error(body, status)}", error
+                )
+            if time.monotonic() > deadline:
+                raise LoginExpired("the login was not approved in time; start again")
+
+
+async def refresh(token: Token, *, ssl: _ssl.SSLContext | bool | None = None) -> Token:
+    """A new access token from ``token``'s refresh token (RFC 6749 section 6).
+
+    Raises :class:`LoginRequired` when that is impossible (no refresh token,
+    or the IdP refuses it): only a new ``swsrs auth`` helps then.
+    """
+    if not token.refresh_token or not token.token_endpoint or not token.client_id:
+        raise LoginRequired("the saved token has expired and cannot be refreshed")
+    form = {"grant_type": "refresh_token", "refresh_token": token.refresh_token,
+            "client_id": token.client_id}  # fmt: skip
+    async with aiohttp.ClientSession(timeout=_HTTP_TIMEOUT) as http:
+        try:
+            status, body = await _post_form(http, token.token_endpoint, form, ssl)
+        except DeviceLoginError as exc:
+            raise LoginRequired(f"the saved token has expired and {exc}") from None
+    if status != 200:
+        raise LoginRequired(
+            f"the identity provider refused the refresh ({_idp_error(body, status)})"
+        )
+    return Token.from_response(
+        body,
+        token_endpoint=token.token_endpoint,
+        client_id=token.client_id,
+        previous_refresh=token.refresh_token,
+    )
+
+
+class RefreshingTokenProvider:
+    """A token provider for :class:`~swsrs.client.admin.AdminClient`, backed by a store.
+
+    Each call returns the saved access token; when it has expired it is
+    refreshed first and the new token saved back. A token file without the
+    IdP's token endpoint or client id (as the reference client writes it)
+    is completed from the relay's discovery when ``relay_url`` is given.
+    Raises :class:`LoginRequired` when no token can be had: it never prompts.
+    """
+
+    def __init__(
+        self,
+        store: FileTokenStore | None = None,
+        *,
+        relay_url: str | None = None,
+        ssl: _ssl.SSLContext | bool | None = None,
+    ) -> None:
+        self.store = store or FileTokenStore()
+        self.relay_url = relay_url
+        self._ssl = ssl
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> str:
+        async with self._lock:
+            token = self.store.load()
+            if token is None:
+                raise LoginRequired(f"no saved credentials in {self.store.path}")
+            if not token.expired():
+                return token.access_token
+            if (not token.token_endpoint or not token.client_id) and self.relay_url:
+                with contextlib.suppress(AuthDisabled, RelayUnreachable):
+                    config = await discover(self.relay_url, ssl=self._ssl)
+                    token = replace(
+                        token,
+                        token_endpoint=token.token_endpoint or config.get("token_endpoint"),
+                        client_id=token.client_id or config.get("client_id_hint"),
+                    )
+            token = await refresh(token, ssl=self._ssl)
+            self.store.save(token)
+            return token.access_token

@@ -1,6 +1,8 @@
 """The relay server: admin API, data plane and session lifecycle."""
 
+from swsrs.server.admin import Authorizer, NoAuth
 from swsrs.server.app import Relay, serve
 from swsrs.server.config import ServerConfig
+from swsrs.server.oidc import OIDCAuthorizer
 
-__all__ = ["Relay", "ServerConfig", "serve"]
+__all__ = ["Authorizer", "NoAuth", "OIDCAuthorizer", "Relay", "ServerConfig", "serve"]

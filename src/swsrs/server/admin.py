@@ -29,8 +29,16 @@ class Authorizer(Protocol):
 
     async def authorize(self, request: web.Request, scope: str) -> web.Response | None: ...
 
-    def discovery(self) -> dict[str, object] | None:
-        """The ``/.well-known/swsrs-config`` document, or ``None`` when auth is off."""
+    def discovery(self) -> dict[str, object] | web.Response | None:
+        """The discovery document, a refusal (503), or ``None`` when auth is off (404)."""
+        ...
+
+    async def start(self) -> None:
+        """Called by the relay before it listens (fetch what verification needs)."""
+        ...
+
+    async def stop(self) -> None:
+        """Called by the relay at shutdown."""
         ...
 
 
@@ -40,7 +48,13 @@ class NoAuth:
     async def authorize(self, request: web.Request, scope: str) -> web.Response | None:
         return None
 
-    def discovery(self) -> dict[str, object] | None:
+    def discovery(self) -> dict[str, object] | web.Response | None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
         return None
 
 
@@ -125,4 +139,6 @@ class AdminAPI:
         doc = self.auth.discovery()
         if doc is None:
             return _text(404, AUTH_DISABLED_BODY)
+        if isinstance(doc, web.Response):
+            return doc
         return web.json_response(doc, headers={"Cache-Control": "public, max-age=300"})

@@ -113,6 +113,7 @@ class Relay:
         return ctx
 
     async def start(self) -> None:
+        await self.authorizer.start()  # never raises for an IdP outage: admin calls get 503
         # No access log: a query string may carry a data-plane token.
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -156,6 +157,7 @@ class Relay:
             await self.pool.stop()
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.authorizer.stop()
         await self.store.close()
 
 
@@ -164,7 +166,15 @@ async def serve(config: ServerConfig, *, on_ready: Callable[[Relay], None] | Non
     if config.no_auth:
         log.warning(NO_AUTH_WARNING)
     malloc.tune()
-    relay = Relay(config)
+    authorizer: Authorizer | None = None
+    if not config.no_auth:
+        from swsrs.server.oidc import OIDCAuthorizer
+
+        assert config.oidc_issuer is not None
+        authorizer = OIDCAuthorizer(
+            config.oidc_issuer, audience=config.oidc_audience, client_id=config.oidc_client_id
+        )
+    relay = Relay(config, authorizer=authorizer)
     await relay.start()
     for addr in relay.addresses:
         log.info("listening on %s", addr)
