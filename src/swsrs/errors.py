@@ -47,6 +47,14 @@ class SlotTaken(HTTPStatusError):
     """Another connection already holds this slot of the session (409)."""
 
 
+class StoreError(SwsrsError):
+    """The session store cannot be used: unreachable, locked, read-only or corrupt.
+
+    At start the relay exits with its message; later, the admin API answers
+    ``503`` with it and the data plane refuses new attaches with ``503``.
+    """
+
+
 class AuthDisabled(SwsrsError):
     """Discovery answered 404: the relay runs with ``--no-auth``."""
 

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from swsrs.errors import ConfigError
+from swsrs.errors import ConfigError, StoreError
 
 DESCRIPTION = """\
 Run the relay: the admin API (/admin/sessions), the data plane (/relay/{id}),
@@ -76,6 +76,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="cap on a data-plane message, -1 = unlimited (SWSRS_MAX_FRAME_SIZE)",
     )
     a(
+        "--store",
+        metavar="URL",
+        help="where sessions live: memory (default) or sqlite:///path/to/sessions.db, which "
+        "survives restarts (SWSRS_STORE)",
+    )
+    a(
         "--workers",
         metavar="N",
         help="processes serving the data plane: a number or auto = one per core "
@@ -107,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         addr = args.addr or os.environ.get("SWSRS_ADDR") or ":8080"
         print(f"swsrs serve: cannot listen on {addr}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except StoreError as exc:
+        print(f"swsrs serve: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

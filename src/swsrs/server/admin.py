@@ -7,10 +7,12 @@ Tokens leave the relay once, in the create response, and never again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from aiohttp import web
 
+from swsrs.errors import StoreError
 from swsrs.server.config import ServerConfig
 from swsrs.server.rendezvous import Attachments, rfc3339
 from swsrs.server.sessions import SessionStore, mint
@@ -62,6 +64,22 @@ def _text(status: int, reason: str) -> web.Response:
     return web.Response(status=status, text=reason + "\n")
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _store_guard(handler: Handler) -> Handler:
+    """A store that fails answers ``503`` with its one-line reason, never a traceback."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StoreError as exc:
+            log.warning("admin %s %s: %s", request.method, request.path, exc)
+            return _text(503, f"session store unavailable: {exc}")
+
+    return guarded
+
+
 class AdminAPI:
     def __init__(
         self,
@@ -77,10 +95,10 @@ class AdminAPI:
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.post("/admin/sessions", self.create),
-            web.get("/admin/sessions", self.list),
-            web.get("/admin/sessions/{id}", self.get),
-            web.delete("/admin/sessions/{id}", self.delete),
+            web.post("/admin/sessions", _store_guard(self.create)),
+            web.get("/admin/sessions", _store_guard(self.list)),
+            web.get("/admin/sessions/{id}", _store_guard(self.get)),
+            web.delete("/admin/sessions/{id}", _store_guard(self.delete)),
             web.get("/.well-known/swsrs-config", self.well_known),
         ]
 

@@ -18,7 +18,7 @@ from swsrs.server.config import ServerConfig
 from swsrs.server.listener import DataPlane, RelayProtocol
 from swsrs.server.relay import RelayHandler
 from swsrs.server.rendezvous import Attachments, Rendezvous
-from swsrs.server.sessions import MemorySessionStore, SessionStore
+from swsrs.server.sessions import MemorySessionStore, SessionStore, open_store
 from swsrs.server.workers import WorkerPool
 from swsrs.wire.frames import CLOSE_GOING_AWAY
 
@@ -174,8 +174,13 @@ async def serve(config: ServerConfig, *, on_ready: Callable[[Relay], None] | Non
         authorizer = OIDCAuthorizer(
             config.oidc_issuer, audience=config.oidc_audience, client_id=config.oidc_client_id
         )
-    relay = Relay(config, authorizer=authorizer)
-    await relay.start()
+    store = await open_store(config.store)
+    relay = Relay(config, store=store, authorizer=authorizer)
+    try:
+        await relay.start()
+    except BaseException:
+        await store.close()
+        raise
     for addr in relay.addresses:
         log.info("listening on %s", addr)
     if on_ready is not None:

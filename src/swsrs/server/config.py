@@ -36,6 +36,7 @@ class ServerConfig:
     no_auth: bool = False
     max_frame_size: int = -1
     workers: int = 1
+    store: str = "memory"
     log_level: str = "info"
 
     @property
@@ -141,6 +142,19 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
             "handed between processes; terminate TLS in front of the relay or use one worker"
         )
 
+    store = (pick("store", "SWSRS_STORE") or "memory").strip()
+    if store.startswith("sqlite://"):
+        if not store[len("sqlite://") :]:
+            raise ConfigError(
+                "--store sqlite:// needs a file path, e.g. sqlite:///var/lib/swsrs.db"
+            )
+    elif store.startswith(("redis://", "rediss://")):
+        raise ConfigError(
+            "--store redis:// is not available in this build yet; use memory or sqlite"
+        )
+    elif store != "memory":
+        raise ConfigError(f"--store must be memory or sqlite://PATH, got {store!r}")
+
     log_level = (pick("log_level", "SWSRS_LOG_LEVEL") or "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"--log-level must be debug, info, warning or error, got {log_level!r}")
@@ -161,5 +175,6 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
         no_auth=no_auth,
         max_frame_size=mfs,
         workers=workers,
+        store=store,
         log_level=log_level,
     )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from swsrs.errors import StoreError
 from swsrs.server.pump import WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer
 from swsrs.server.rendezvous import Rendezvous
 from swsrs.server.sessions import Role, SessionRecord, SessionStore
@@ -64,7 +65,11 @@ async def admit(
 ) -> Refusal | tuple[SessionRecord, Role]:
     """Decide an attach up to the slot check (409), which the process holding the session's
     peers makes: the caller must reserve the slot before its next await."""
-    record = await store.get(session_id)
+    try:
+        record = await store.get(session_id)
+    except StoreError as exc:
+        log.warning("attach to %s refused: %s", session_id, exc)
+        return Refusal(503, "session store unavailable, try again")
     if record is None or record.expired():
         return Refusal(404, "session not found or expired")
     token = token_from(headers, query_token)

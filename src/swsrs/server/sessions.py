@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from swsrs.errors import StoreError
+
 Role = Literal["initiator", "responder"]
 ROLES: tuple[Role, Role] = ("initiator", "responder")
 
@@ -131,3 +133,19 @@ class MemorySessionStore:
 
     async def close(self) -> None:
         self._records.clear()
+
+
+async def open_store(url: str) -> SessionStore:
+    """The store a ``--store`` URL names: ``memory``, or ``sqlite://PATH``.
+
+    ``sqlite:///var/lib/swsrs/sessions.db`` is an absolute path and
+    ``sqlite://sessions.db`` a relative one. Raises
+    :class:`~swsrs.errors.StoreError` when the store cannot be used.
+    """
+    if url == "memory":
+        return MemorySessionStore()
+    if url.startswith("sqlite://"):
+        from swsrs.server.sqlite_store import SQLiteSessionStore
+
+        return await SQLiteSessionStore.open(url[len("sqlite://") :])
+    raise StoreError(f"unknown session store {url!r}")
