@@ -15,6 +15,7 @@ from aiohttp import web
 from swsrs.server import malloc
 from swsrs.server.admin import AdminAPI, Authorizer, NoAuth
 from swsrs.server.config import ServerConfig
+from swsrs.server.cors import OriginPolicy, cors_middleware
 from swsrs.server.relay import RelayHandler
 from swsrs.server.rendezvous import Rendezvous
 from swsrs.server.sessions import MemorySessionStore, SessionStore
@@ -54,11 +55,12 @@ class Relay:
             on_expired=self._forget,
         )
         self.authorizer: Authorizer = authorizer or NoAuth()
-        self.app = web.Application()
+        origins = OriginPolicy(config.allowed_origins)
+        self.app = web.Application(middlewares=[cors_middleware(origins)])
         self.app.add_routes(
             [
                 web.get("/healthz", _healthz),
-                web.get("/relay/{id}", RelayHandler(self.store, self.rendezvous)),
+                web.get("/relay/{id}", RelayHandler(self.store, self.rendezvous, origins)),
                 *AdminAPI(config, self.store, self.rendezvous, self.authorizer).routes(),
             ]
         )

@@ -1,7 +1,8 @@
 """``GET /relay/{id}``: the data-plane entry. Every refusal happens before the upgrade.
 
 Order of checks (SPEC section 3): unknown or expired session → 404, no token
-→ 401, wrong token → 401, slot held → 409, not a WebSocket upgrade → 400.
+→ 401, wrong token → 401, ``Origin`` not allowed → 403, slot held → 409,
+not a WebSocket upgrade → 400.
 Then the 101 is written and the connection's bytes go to a
 :class:`~swsrs.server.pump.Peer`. The IdP is never consulted here.
 """
@@ -12,6 +13,7 @@ import logging
 
 from aiohttp import web
 
+from swsrs.server.cors import OriginPolicy, origin_refusal
 from swsrs.server.pump import WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer
 from swsrs.server.rendezvous import Rendezvous
 from swsrs.server.sessions import SessionStore
@@ -35,9 +37,12 @@ def _refuse(status: int, reason: str) -> web.Response:
 class RelayHandler:
     """Attaches WebSocket clients to session slots."""
 
-    def __init__(self, store: SessionStore, rendezvous: Rendezvous) -> None:
+    def __init__(
+        self, store: SessionStore, rendezvous: Rendezvous, origins: OriginPolicy | None = None
+    ) -> None:
         self.store = store
         self.rendezvous = rendezvous
+        self.origins = origins or OriginPolicy()
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         sid = request.match_info["id"]
@@ -50,6 +55,8 @@ class RelayHandler:
         role = record.role_for(token)
         if role is None:
             return _refuse(401, "invalid token for this session")
+        if (refusal := origin_refusal(self.origins, request.headers)) is not None:
+            return _refuse(403, refusal)
         problem = check_upgrade(request.headers)
         if problem is not None:
             return _refuse(400, problem)
