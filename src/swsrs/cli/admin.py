@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from swsrs.cli import tls
 from swsrs.client.admin import AdminClient, SessionStatus
 from swsrs.client.auth import discover, load_cached_token
 from swsrs.errors import AuthDisabled, ConfigError, SwsrsError
@@ -27,6 +28,7 @@ def _admin_flags(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="credentials file (default <user config dir>/swsrs/credentials.json)",
     )
+    tls.add_flag(p)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -77,7 +79,7 @@ async def _token(args: argparse.Namespace, url: str) -> str | None:
     if cached:
         return cached
     try:
-        await discover(url)
+        await discover(url, ssl=tls.context(args))
     except AuthDisabled:
         return None
     raise NeedsLogin(
@@ -87,7 +89,8 @@ async def _token(args: argparse.Namespace, url: str) -> str | None:
 
 async def _client(args: argparse.Namespace) -> AdminClient:
     url = _admin_url(args)
-    return AdminClient(url, await _token(args, url))
+    ssl = tls.context(args)  # a bad --ca-file is a usage error before any request
+    return AdminClient(url, await _token(args, url), ssl=ssl)
 
 
 def _status_json(s: SessionStatus) -> dict[str, Any]:

@@ -103,9 +103,12 @@ def _setup_logging(level: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from swsrs.server import config as server_config
+    from swsrs.server import tls
 
     try:
         cfg = server_config.load(vars(args), os.environ)
+        if cfg.tls_cert and cfg.tls_key:
+            tls.server_context(cfg.tls_cert, cfg.tls_key)  # bad files: exit 2 before binding
     except ConfigError as exc:
         print(f"swsrs serve: {exc}", file=sys.stderr)
         return 2

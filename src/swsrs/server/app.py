@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from swsrs.server import malloc
+from swsrs.server import malloc, tls
 from swsrs.server.admin import AdminAPI, Authorizer, NoAuth
 from swsrs.server.config import ServerConfig
 from swsrs.server.cors import OriginPolicy, cors_middleware
@@ -91,12 +91,9 @@ class Relay:
                 log.exception("reaper failed; retrying next interval")
 
     def _ssl_context(self) -> ssl.SSLContext | None:
-        if not self.config.tls_cert:
+        if not self.config.tls_cert or not self.config.tls_key:
             return None
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        assert self.config.tls_key is not None
-        ctx.load_cert_chain(self.config.tls_cert, self.config.tls_key)
-        return ctx
+        return tls.server_context(self.config.tls_cert, self.config.tls_key)
 
     async def start(self) -> None:
         # No access log: a query string may carry a data-plane token.
