@@ -78,6 +78,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="cap on a data-plane message, -1 = unlimited (SWSRS_MAX_FRAME_SIZE)",
     )
     a(
+        "--demo",
+        action="store_true",
+        default=None,
+        help="also serve the two-party chat example at /demo/chat.html (SWSRS_DEMO)",
+    )
+    a(
         "--log-level",
         default=os.environ.get("SWSRS_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],

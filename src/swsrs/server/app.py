@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from swsrs.server import malloc, tls
+from swsrs.server import assets, malloc, tls
 from swsrs.server.admin import AdminAPI, Authorizer, NoAuth
 from swsrs.server.config import ServerConfig
 from swsrs.server.cors import OriginPolicy, cors_middleware
@@ -62,6 +62,7 @@ class Relay:
                 web.get("/healthz", _healthz),
                 web.get("/relay/{id}", RelayHandler(self.store, self.rendezvous, origins)),
                 *AdminAPI(config, self.store, self.rendezvous, self.authorizer).routes(),
+                *assets.routes(demo=config.demo),
             ]
         )
         self._runner: web.AppRunner | None = None
@@ -144,6 +145,8 @@ async def serve(config: ServerConfig, *, on_ready: Callable[[Relay], None] | Non
     await relay.start()
     for addr in relay.addresses:
         log.info("listening on %s", addr)
+    if config.demo and relay.addresses:
+        log.info("demo chat page: %s%s", relay.addresses[0], assets.CHAT_PATH)
     if on_ready is not None:
         on_ready(relay)
     stop = asyncio.Event()

@@ -34,6 +34,7 @@ class ServerConfig:
     tls_key: str | None = None
     no_auth: bool = False
     max_frame_size: int = -1
+    demo: bool = False  # serve the chat example at /demo/chat.html
 
     @property
     def scheme(self) -> str:
@@ -83,6 +84,7 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
         e = env.get(var)
         return e if e not in (None, "") else None
 
+    demo = bool(flags.get("demo")) or parse_bool("SWSRS_DEMO", env.get("SWSRS_DEMO", ""))
     no_auth_flag = flags.get("no_auth")
     no_auth = bool(no_auth_flag) or parse_bool("SWSRS_NO_AUTH", env.get("SWSRS_NO_AUTH", ""))
 
@@ -140,4 +142,5 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
         tls_key=key,
         no_auth=no_auth,
         max_frame_size=mfs,
+        demo=demo,
     )
