@@ -193,7 +193,9 @@ def test_cors_on_admin_responses_errors_included(
     assert "origin" in h["vary"].lower()
     code, h, _ = strict_relay.request(method, path, headers={"Origin": DISALLOWED})
     h = lower(h)
-    assert code == status  # CORS headers are withheld; the browser does the blocking
+    # No CORS headers. /admin/* is also refused, so a request the browser sends
+    # without a preflight cannot act; the public discovery answers as usual.
+    assert code == (403 if path.startswith("/admin/") else status)
     assert not any(k.startswith("access-control-") for k in h)
     assert "origin" in h["vary"].lower()
     code, h, _ = strict_relay.request(method, path)
@@ -229,7 +231,15 @@ def test_same_origin_allowed_with_empty_allowlist(relay: Relay) -> None:
     code, h, _ = relay.request("GET", "/admin/sessions", headers={"Origin": relay.url})
     assert code == 200 and lower(h)["access-control-allow-origin"] == relay.url
     code, h, _ = relay.request("GET", "/admin/sessions", headers={"Origin": ALLOWED})
-    assert code == 200 and "access-control-allow-origin" not in lower(h)
+    assert code == 403 and "access-control-allow-origin" not in lower(h)
+    code, h, _ = relay.request("GET", "/.well-known/swsrs-config", headers={"Origin": ALLOWED})
+    assert code == 404 and "access-control-allow-origin" not in lower(h)
+
+
+def test_disallowed_origin_cannot_create_without_preflight(strict_relay: Relay) -> None:
+    code, _, body = strict_relay.request("POST", "/admin/sessions", headers={"Origin": DISALLOWED})
+    assert code == 403 and b"not allowed" in body
+    assert strict_relay.request("GET", "/admin/sessions")[2] == b'{"sessions": []}'
 
 
 def test_no_cors_outside_admin_and_well_known(strict_relay: Relay) -> None:

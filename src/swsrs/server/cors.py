@@ -176,6 +176,11 @@ def cors_middleware(policy: OriginPolicy) -> Middleware:
     answered here: ``204`` with the CORS headers when the origin is allowed,
     ``403`` without them when it is not (the browser blocks the request
     either way; the status makes the reason visible in developer tools).
+    Beyond the reference, an ``/admin/*`` request from a disallowed origin is
+    refused with ``403`` before the admin API sees it, so a page elsewhere
+    cannot make a ``--no-auth`` relay act through a request that needs no
+    preflight (``POST`` without a body). ``/.well-known/*`` is public and
+    only loses its CORS headers.
     """
 
     @web.middleware
@@ -191,6 +196,17 @@ def cors_middleware(policy: OriginPolicy) -> Middleware:
                 hdrs["Allow"] = ALLOW_METHODS
             return web.Response(status=204, headers=hdrs)
         hdrs = cors_headers(policy, request.headers)
+        origin = request.headers.get("Origin")
+        if (
+            origin is not None
+            and request.path.startswith("/admin/")
+            and "Access-Control-Allow-Origin" not in hdrs
+        ):
+            # The browser would hide the answer anyway; refusing also stops a
+            # request it sends without a preflight (a bare POST) from acting.
+            return web.Response(
+                status=403, text=f"origin {origin[:200]!r} is not allowed\n", headers=hdrs
+            )
         try:
             resp = await handler(request)
         except web.HTTPException as exc:  # 404 for an unknown path, 405, ...
