@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -275,3 +276,51 @@ def test_disallowed_origin_is_blocked(
     # Refused by the relay, not lost on the way: nothing was created, nobody attached.
     sessions = relay.request("GET", "/admin/sessions")[2]
     assert sessions.count(b'"id"') == 1 and b'"state": "pending"' in sessions
+
+
+TIMEOUT_SCRIPT = """
+async ([relay, blackhole]) => {
+  const m = await import(relay + "/swsrs.js");
+  const out = {};
+  try { await m.accept(blackhole, "s", "t", { timeoutMs: 300 }); out.timeout = "ok"; }
+  catch (e) { out.timeout = [e.name, e instanceof m.RelayUnreachable]; }
+  const ctrl = new AbortController();
+  const pending = m.dial(blackhole, "s", "t", { signal: ctrl.signal, timeoutMs: 600000 });
+  setTimeout(() => ctrl.abort(new Error("user gave up")), 50);
+  try { await pending; out.abort = "ok"; } catch (e) { out.abort = e.message; }
+  try { await new m.AdminClient(blackhole, { timeoutMs: 300 }).list(); out.admin = "ok"; }
+  catch (e) { out.admin = e.name; }
+  return out;
+}
+"""
+
+
+def test_timeouts_and_abort(browser: Browser, relay: Relay) -> None:
+    """A relay address that accepts TCP and never answers: the client gives up as told."""
+    hole = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept_forever() -> None:
+        while True:
+            try:
+                held.append(hole.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept_forever, daemon=True).start()
+    ctx = browser.new_context()
+    try:
+        page = ctx.new_page()
+        page.goto(f"{relay.url}/healthz")
+        blackhole = f"http://127.0.0.1:{hole.getsockname()[1]}"
+        out = page.evaluate(TIMEOUT_SCRIPT, [relay.url, blackhole])
+    finally:
+        ctx.close()
+        hole.close()
+        for c in held:
+            c.close()
+    assert out == {
+        "timeout": ["HandshakeTimeout", True],
+        "abort": "user gave up",
+        "admin": "RelayUnreachable",
+    }
