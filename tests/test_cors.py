@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import os
 from typing import Any
 
 import pytest
@@ -281,3 +284,28 @@ async def test_websocket_refusal_order(strict_relay: Relay) -> None:
         assert await ws_status(strict_relay, sid, s["initiator_token"], ALLOWED) == 409
     finally:
         await held.close()
+
+
+async def test_websocket_origin_check_on_a_reused_keepalive_connection(strict_relay: Relay) -> None:
+    """An upgrade after a plain request on the same connection is judged the same way."""
+    s = strict_relay.create()
+    r, w = await asyncio.open_connection("127.0.0.1", strict_relay.port)
+    try:
+        for origin, status in ((DISALLOWED, b" 403 "), (ALLOWED, b" 101 ")):
+            w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+            assert b" 200 " in head.split(b"\r\n")[0]
+            await r.readexactly(2)  # "ok"
+            key = base64.b64encode(os.urandom(16)).decode()
+            w.write(
+                f"GET /relay/{s['id']}?token={s['initiator_token']} HTTP/1.1\r\nHost: x\r\n"
+                f"Origin: {origin}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
+            head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+            assert status in head.split(b"\r\n")[0], head
+            if status == b" 403 ":
+                w.close()  # a refusal closes the connection; open a fresh one
+                r, w = await asyncio.open_connection("127.0.0.1", strict_relay.port)
+    finally:
+        w.close()

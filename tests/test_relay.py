@@ -155,6 +155,84 @@ async def test_refusals_before_upgrade(relay: Relay) -> None:
     await a.close()
 
 
+async def read_frame(r: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked server frame: (opcode, payload)."""
+    b0, b1 = await r.readexactly(2)
+    n = b1 & 0x7F
+    if n == 126:
+        (n,) = struct.unpack("!H", await r.readexactly(2))
+    elif n == 127:
+        (n,) = struct.unpack("!Q", await r.readexactly(8))
+    return b0 & 0x0F, await r.readexactly(n)
+
+
+def upgrade_head(sid: str, token: str, extra: str = "") -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET /relay/{sid}?token={token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"{extra}\r\n"
+    ).encode()
+
+
+async def test_upgrade_on_a_reused_keepalive_connection(relay: Relay) -> None:
+    """A client may send its upgrade on a connection that already carried a plain request."""
+    s = relay.create()
+    b = await attach(relay, s["id"], s["responder_token"])
+    r, w = await asyncio.open_connection("127.0.0.1", relay.port)
+    w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+    assert b" 200 " in head.split(b"\r\n")[0]
+    length = int(re.search(rb"Content-Length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
+    assert await r.readexactly(length) == b"ok"
+    w.write(upgrade_head(s["id"], s["initiator_token"]))
+    head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+    assert b" 101 " in head.split(b"\r\n")[0], head
+    w.write(masked(True, 2, b"over a reused connection"))
+    assert await b.recv() == b"over a reused connection"
+    await b.send("back")
+    assert await read_frame(r) == (1, b"back")
+    w.write(masked(True, 8, struct.pack("!H", 1000)))
+    assert await read_close(r) == 1000
+    assert await closed_with(b) == (1000, "peer disconnected")
+    w.close()
+
+
+async def test_frames_pipelined_with_the_upgrade_are_kept(relay: Relay) -> None:
+    s = relay.create()
+    b = await attach(relay, s["id"], s["responder_token"])
+    r, w = await asyncio.open_connection("127.0.0.1", relay.port)
+    w.write(upgrade_head(s["id"], s["initiator_token"]) + masked(True, 2, b"early") * 3)
+    head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+    assert b" 101 " in head
+    for _ in range(3):
+        assert await b.recv() == b"early"
+    w.close()
+    await closed_with(b)
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"GET /relay/x HTTP/1.1\r\nBad Header Line\r\n\r\n", b" 400 "),
+        (b"GET /relay/x HTTP/1.1\r\nX: " + b"y" * 20000 + b"\r\n\r\n", b" 431 "),
+        (b"GET /relay/ HTTP/1.1\r\nHost: x\r\n\r\n", b" 404 "),
+        (b"GET /relay/a/b HTTP/1.1\r\nHost: x\r\n\r\n", b" 404 "),
+        (b"POST /relay/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", b" 405 "),
+        (b"GARBAGE\r\n\r\n", b" 400 "),
+    ],
+)
+async def test_malformed_requests_get_a_status_and_the_relay_lives(
+    relay: Relay, data: bytes, status: bytes
+) -> None:
+    r, w = await asyncio.open_connection("127.0.0.1", relay.port)
+    w.write(data)
+    head = await asyncio.wait_for(r.readuntil(b"\r\n"), 10)
+    assert status in head, head
+    w.close()
+    assert relay.request("GET", "/healthz")[0] == 200
+
+
 # -- states, forwarding, counters ------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from swsrs.server import assets, malloc, tls
 from swsrs.server.admin import AdminAPI, Authorizer, NoAuth
 from swsrs.server.config import ServerConfig
 from swsrs.server.cors import OriginPolicy, cors_middleware
+from swsrs.server.listener import DataPlane, RelayProtocol
 from swsrs.server.relay import RelayHandler
 from swsrs.server.rendezvous import Rendezvous
 from swsrs.server.sessions import MemorySessionStore, SessionStore
@@ -23,6 +24,7 @@ from swsrs.wire.frames import CLOSE_GOING_AWAY
 
 log = logging.getLogger("swsrs")
 
+LISTEN_BACKLOG = 1024
 SHUTDOWN_GRACE = 3.0  # seconds peers get to answer our 1001 close on shutdown
 
 NO_AUTH_WARNING = """
@@ -55,7 +57,7 @@ class Relay:
             on_expired=self._forget,
         )
         self.authorizer: Authorizer = authorizer or NoAuth()
-        origins = OriginPolicy(config.allowed_origins)
+        self.origins = origins = OriginPolicy(config.allowed_origins)
         self.app = web.Application(middlewares=[cors_middleware(origins)])
         self.app.add_routes(
             [
@@ -66,7 +68,8 @@ class Relay:
             ]
         )
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._server: asyncio.Server | None = None
+        self._plane: DataPlane | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
         self.addresses: list[str] = []
@@ -100,29 +103,31 @@ class Relay:
         # No access log: a query string may carry a data-plane token.
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        self._site = web.TCPSite(
-            self._runner,
+        http = self._runner.server
+        assert http is not None  # set by setup()
+        plane = self._plane = DataPlane(self.store, self.rendezvous, http, self.origins)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: RelayProtocol(plane),
             host=self.config.host,
             port=self.config.port,
-            ssl_context=self._ssl_context(),
+            ssl=self._ssl_context(),
             reuse_address=True,
+            backlog=LISTEN_BACKLOG,
         )
-        await self._site.start()
-        server = self._site._server  # the asyncio.Server, for the bound port when --addr :0
-        sockets = getattr(server, "sockets", None) or []
         scheme = self.config.scheme
-        for s in sockets:
+        for s in self._server.sockets:
             host, port = s.getsockname()[:2]
             host = f"[{host}]" if ":" in host else host
             self.addresses.append(f"{scheme}://{host}:{port}")
-        self._reaper = asyncio.get_running_loop().create_task(self._reap())
+        self._reaper = loop.create_task(self._reap())
 
     async def stop(self) -> None:
         """Stop accepting, close every peer with 1001, give them a moment, then exit."""
-        if self._site is not None:
-            server = self._site._server
-            if server is not None:
-                server.close()  # stop listening; open connections stay
+        if self._server is not None:
+            self._server.close()  # stop listening; open connections stay
+        if self._plane is not None:
+            self._plane.abort_handshakes()
         if self._reaper is not None:
             self._reaper.cancel()
         n = self.rendezvous.close_all(CLOSE_GOING_AWAY, "relay shutting down")

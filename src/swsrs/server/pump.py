@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from swsrs.server.sessions import Role
@@ -98,6 +99,7 @@ class Peer:
         "role",
         "state",
         "transport",
+        "writelines",
         "writer",
     )
 
@@ -111,11 +113,14 @@ class Peer:
         *,
         max_message: int = -1,
         remote: str = "?",
+        writelines: Callable[[list[bytes]], None] | None = None,
     ) -> None:
         self.live = live
         self.role = role
         self.flow = flow
         self.transport = transport
+        # Forwarded frames are written with this (the listener's writev path, or the transport's).
+        self.writelines = writelines or transport.writelines
         self.writer = writer
         self.remote = remote
         self.fwd = FrameForwarder(max_message)
@@ -153,7 +158,7 @@ class Peer:
         other = self.counterpart
         if other is None or not self.pending:
             return
-        other.transport.writelines(self.pending)
+        other.writelines(self.pending)
         self._count(self.pending_payload)
         self.pending = []
         self.pending_bytes = self.pending_payload = 0
@@ -164,8 +169,9 @@ class Peer:
 
     # -- the hot path --------------------------------------------------------
 
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        """Bytes from this client (called by aiohttp's protocol)."""
+    def feed_data(self, data: bytes | memoryview) -> tuple[bool, bytes]:
+        """Bytes from this client: a view of the listener's shared read buffer, or (on the
+        aiohttp path) a ``bytes``. Returns what aiohttp's parser interface expects."""
         fwd = self.fwd
         try:
             fwd.feed(data)
@@ -181,7 +187,7 @@ class Peer:
             fwd.out = []
             other = self.counterpart
             if other is not None:
-                other.transport.writelines(out)
+                other.writelines(out)
                 self._count(fwd.payload_bytes)
                 fwd.payload_bytes = 0
                 if other.flow.writing_paused and not self.read_paused:

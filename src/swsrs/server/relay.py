@@ -1,71 +1,110 @@
-"""``GET /relay/{id}``: the data-plane entry. Every refusal happens before the upgrade.
+"""``GET /relay/{id}``: who may attach. Every refusal happens before the upgrade.
 
 Order of checks (SPEC section 3): unknown or expired session → 404, no token
-→ 401, wrong token → 401, ``Origin`` not allowed → 403, slot held → 409,
-not a WebSocket upgrade → 400.
-Then the 101 is written and the connection's bytes go to a
-:class:`~swsrs.server.pump.Peer`. The IdP is never consulted here.
+→ 401, wrong token → 401, ``Origin`` not allowed → 403, not a WebSocket
+upgrade → 400, slot held → 409.
+:func:`admit` is the one place these are decided. A connection reaches it
+two ways: almost always through :mod:`swsrs.server.listener`, which reads a
+new connection's request head itself; and, when a client reuses a
+keep-alive connection that aiohttp already serves, through
+:class:`RelayHandler`, an ordinary aiohttp route. The IdP is never consulted.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from swsrs.server.cors import OriginPolicy, origin_refusal
 from swsrs.server.pump import WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer
-from swsrs.server.rendezvous import Rendezvous
-from swsrs.server.sessions import SessionStore
+from swsrs.server.rendezvous import LiveSession, Rendezvous
+from swsrs.server.sessions import Role, SessionStore
 from swsrs.wire.handshake import accept_key, check_upgrade
 
 log = logging.getLogger("swsrs.relay")
 
+PATH_PREFIX = "/relay/"
 
-def _token(request: web.Request) -> str:
-    auth = request.headers.get("Authorization", "")
-    scheme, _, value = auth.partition(" ")
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int
+    reason: str
+
+
+SLOT_TAKEN = "slot {role} of this session is already held by a connection"
+
+
+def token_from(headers: Mapping[str, str], query_token: str | None) -> str:
+    """The data-plane token: ``Authorization: Bearer``, else ``?token=``."""
+    scheme, _, value = headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.query.get("token", "")
+    return query_token or ""
 
 
-def _refuse(status: int, reason: str) -> web.Response:
-    return web.Response(status=status, text=reason + "\n")
+async def admit(
+    store: SessionStore,
+    rendezvous: Rendezvous,
+    session_id: str,
+    headers: Mapping[str, str],
+    query_token: str | None,
+    origins: OriginPolicy,
+) -> Refusal | tuple[LiveSession, Role]:
+    """Decide an attach. On success the caller reserves the slot before its next await."""
+    record = await store.get(session_id)
+    if record is None or record.expired():
+        return Refusal(404, "session not found or expired")
+    token = token_from(headers, query_token)
+    if not token:
+        return Refusal(401, "missing token: send Authorization: Bearer <token> or ?token=")
+    role = record.role_for(token)
+    if role is None:
+        return Refusal(401, "invalid token for this session")
+    if (reason := origin_refusal(origins, headers)) is not None:
+        return Refusal(403, reason)
+    problem = check_upgrade(headers)
+    if problem is not None:
+        return Refusal(400, problem)
+    return rendezvous.session(record), role
+
+
+def log_attach(peer: Peer) -> None:
+    log.info("attach session=%s role=%s remote=%s", peer.live.id, peer.role, peer.remote)
 
 
 class RelayHandler:
-    """Attaches WebSocket clients to session slots."""
+    """The aiohttp route for ``/relay/{id}``, for upgrades on a reused keep-alive connection.
 
-    def __init__(
-        self, store: SessionStore, rendezvous: Rendezvous, origins: OriginPolicy | None = None
-    ) -> None:
+    aiohttp keeps parsing the connection and feeds its bytes to the
+    :class:`Peer` through ``set_parser`` (where its own WebSocket reader
+    would sit); the request task lives as long as the peer.
+    """
+
+    def __init__(self, store: SessionStore, rendezvous: Rendezvous, origins: OriginPolicy) -> None:
         self.store = store
         self.rendezvous = rendezvous
-        self.origins = origins or OriginPolicy()
+        self.origins = origins
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
-        sid = request.match_info["id"]
-        record = await self.store.get(sid)
-        if record is None or record.expired():
-            return _refuse(404, "session not found or expired")
-        token = _token(request)
-        if not token:
-            return _refuse(401, "missing token: send Authorization: Bearer <token> or ?token=")
-        role = record.role_for(token)
-        if role is None:
-            return _refuse(401, "invalid token for this session")
-        if (refusal := origin_refusal(self.origins, request.headers)) is not None:
-            return _refuse(403, refusal)
-        problem = check_upgrade(request.headers)
-        if problem is not None:
-            return _refuse(400, problem)
-        live = self.rendezvous.session(record)
+        verdict = await admit(
+            self.store,
+            self.rendezvous,
+            request.match_info["id"],
+            request.headers,
+            request.query.get("token"),
+            self.origins,
+        )
+        if isinstance(verdict, Refusal):
+            return web.Response(status=verdict.status, text=verdict.reason + "\n")
+        live, role = verdict
         transport = request.transport
         if transport is None:
-            return _refuse(400, "connection already closed")
+            return web.Response(status=400, text="connection already closed\n")
         protocol = request.protocol
-        remote = request.remote or "?"
         peer = Peer(
             live,
             role,
@@ -73,12 +112,10 @@ class RelayHandler:
             transport,
             request.writer,
             max_message=self.rendezvous.max_message,
-            remote=remote,
+            remote=request.remote or "?",
         )
-        # Take the slot before the first await so two racing attaches cannot both win.
         if not live.reserve(role, peer):
-            return _refuse(409, f"slot {role} of this session is already held by a connection")
-
+            return web.Response(status=409, text=SLOT_TAKEN.format(role=role) + "\n")
         resp = web.StreamResponse(
             status=101,
             headers={
@@ -99,11 +136,9 @@ class RelayHandler:
             return resp
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         protocol.keep_alive(False)
-        # From here on aiohttp feeds the connection's bytes to the peer, as it
-        # would to its own WebSocket reader.
         protocol.set_parser(peer)  # type: ignore[arg-type]
         peer.ready = True
-        log.info("attach session=%s role=%s remote=%s", sid, role, remote)
+        log_attach(peer)
         live.activate(peer)
         try:
             await peer.done

@@ -133,7 +133,7 @@ class FrameForwarder:
 
     def __init__(self, max_message: int = -1) -> None:
         self._max = max_message
-        self._head = b""  # an incomplete frame header carried to the next feed
+        self._head = b""  # an incomplete frame header carried to the next feed (a copy)
         self._remaining = 0  # payload bytes still to come in the current frame
         self._mask = b""  # the current frame's mask, rotated to the next payload byte
         self._control: bytearray | None = None  # payload of a control frame being read
@@ -166,7 +166,8 @@ class FrameForwarder:
             return True
         return False
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
+        """Consume ``data``; it may view a reused buffer, so no reference to it is kept."""
         if self._head:
             data = self._head + data
             self._head = b""
@@ -201,10 +202,10 @@ class FrameForwarder:
             if pos < 0:
                 return
 
-    def _header(self, data: bytes, pos: int, end: int) -> int:
+    def _header(self, data: bytes | memoryview, pos: int, end: int) -> int:
         """Parse one frame header at ``pos``; return the new position, or -1 if incomplete."""
         if end - pos < 2:
-            self._head = data[pos:end]
+            self._head = bytes(data[pos:end])
             return -1
         b0 = data[pos]
         b1 = data[pos + 1]
@@ -222,7 +223,7 @@ class FrameForwarder:
         else:
             size = 6
         if end - pos < size:
-            self._head = data[pos:end]
+            self._head = bytes(data[pos:end])
             return -1
         if length == 126:
             (length,) = struct.unpack_from("!H", data, start)
@@ -233,7 +234,7 @@ class FrameForwarder:
         mask_at = pos + size - 4
         fin = bool(b0 & 0x80)
         opcode = b0 & 0x0F
-        mask = data[mask_at : mask_at + 4]
+        mask = bytes(data[mask_at : mask_at + 4])
         if opcode & 0x8:
             if opcode not in (OP_CLOSE, OP_PING, OP_PONG):
                 raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"unknown control opcode {opcode}")

@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Mapping
+from http import HTTPStatus
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -31,3 +32,21 @@ def check_upgrade(headers: Mapping[str, str]) -> str | None:
     except (binascii.Error, ValueError):
         return "malformed Sec-WebSocket-Key"
     return None
+
+
+def switching_protocols(key: str) -> bytes:
+    """The complete ``101`` answer to a valid upgrade carrying ``Sec-WebSocket-Key: key``."""
+    return (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
+    ).encode()
+
+
+def refusal(status: int, reason: str) -> bytes:
+    """A complete plain-text HTTP/1.1 error response that closes the connection."""
+    body = (reason + "\n").encode()
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    return (
+        f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
