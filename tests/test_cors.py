@@ -5,13 +5,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from swsrs.server.cors import OriginPolicy, cors_headers, origin_host, origin_refusal
+from swsrs.errors import ConfigError
+from swsrs.server.config import load
+from swsrs.server.cors import (
+    OriginPolicy,
+    cors_headers,
+    origin_host,
+    origin_refusal,
+    pattern_problem,
+)
 
 from .conftest import Relay
 
@@ -309,3 +319,41 @@ async def test_websocket_origin_check_on_a_reused_keepalive_connection(strict_re
                 r, w = await asyncio.open_connection("127.0.0.1", strict_relay.port)
     finally:
         w.close()
+
+
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [
+        ("app.example.com", None),
+        ("*.example.com", None),
+        ("localhost:*", None),
+        ("127.0.0.1:8080", None),
+        ("[::1]:*", None),
+        ("https://app.example.com", "write the host pattern 'app.example.com'"),
+        ("app.example.com/path", "not a host[:port] pattern"),
+        ("app example.com", "not a host[:port] pattern"),
+        ("host:port", "not a host[:port] pattern"),
+    ],
+)
+def test_pattern_problem(pattern: str, problem: str | None) -> None:
+    found = pattern_problem(pattern)
+    assert found is None if problem is None else (found is not None and problem in found)
+
+
+def test_bad_allowlist_is_a_usage_error() -> None:
+    with pytest.raises(ConfigError, match=r"--allowed-origins: 'https://a\.example\.com' is a URL"):
+        load({"no_auth": True, "allowed_origins": "ok.example.com, https://a.example.com"}, {})
+    cfg = load({"no_auth": True}, {"SWSRS_ALLOWED_ORIGINS": " A.example.com ,localhost:*,"})
+    assert cfg.allowed_origins == ("a.example.com", "localhost:*")
+
+
+def test_serve_refuses_a_url_in_the_allowlist() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWSRS_")}
+    r = subprocess.run(
+        [sys.executable, "-m", "swsrs", "serve", "--no-auth", "--addr", "127.0.0.1:0",
+         "--allowed-origins", "https://app.example.com"],
+        capture_output=True, text=True, timeout=30, env=env,
+    )  # fmt: skip
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--allowed-origins" in lines[0] and "app.example.com" in lines[0]

@@ -12,6 +12,7 @@ from typing import Any
 
 from swsrs.durations import parse_duration
 from swsrs.errors import ConfigError
+from swsrs.server.cors import pattern_problem
 from swsrs.urls import to_ws_base
 
 _TRUE = {"1", "true", "yes", "on", "t", "y"}
@@ -113,6 +114,9 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
 
     origins_raw = pick("allowed_origins", "SWSRS_ALLOWED_ORIGINS") or ""
     origins = tuple(o.strip().lower() for o in origins_raw.split(",") if o.strip())
+    for o in origins:
+        if (problem := pattern_problem(o)) is not None:
+            raise ConfigError(f"--allowed-origins: {problem}")
 
     cert = pick("tls_cert", "SWSRS_TLS_CERT")
     key = pick("tls_key", "SWSRS_TLS_KEY")

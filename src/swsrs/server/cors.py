@@ -75,6 +75,20 @@ def origin_host(origin: str) -> str | None:
     return host if port is None else f"{host}:{port}"
 
 
+_PATTERN = re.compile(r"[a-z0-9_\-.*?]+(:[0-9*?]+)?|\[[0-9a-f:.*?]+\](:[0-9*?]+)?")
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` can never match an origin's ``host[:port]``, or ``None`` if it can."""
+    p = pattern.strip().lower()
+    if "://" in p:
+        host = p.split("://", 1)[1].rstrip("/")
+        return f"{pattern!r} is a URL; write the host pattern {host!r}"
+    if not _PATTERN.fullmatch(p):
+        return f"{pattern!r} is not a host[:port] pattern (e.g. app.example.com, *.example.com)"
+    return None
+
+
 def _compile(pattern: str) -> re.Pattern[str]:
     out = []
     for ch in pattern.strip().lower():
