@@ -328,3 +328,33 @@ def test_timeouts_and_abort(browser: Browser, relay: Relay) -> None:
         "abort": "user gave up",
         "admin": "RelayUnreachable",
     }
+
+
+ABORT_OPEN_SCRIPT = """
+async ([sid, a, b]) => {
+  const m = await import("/swsrs.js");  // same origin: the relay serves the page too
+  const ctrl = new AbortController();
+  const [ini, res] = await Promise.all([
+    m.dial(location.origin, sid, a, { signal: ctrl.signal }),
+    m.accept(location.origin, sid, b),
+  ]);
+  ctrl.abort();  // after the attach, the signal closes the connection
+  return [await ini.closed, await res.closed];
+}
+"""
+
+
+def test_abort_after_open_closes_the_tunnel(browser: Browser, relay: Relay) -> None:
+    s = relay.create()
+    ctx = browser.new_context()
+    try:
+        page = ctx.new_page()
+        page.goto(f"{relay.url}/healthz")
+        tokens = [s["id"], s["initiator_token"], s["responder_token"]]
+        out = page.evaluate(ABORT_OPEN_SCRIPT, tokens)
+    finally:
+        ctx.close()
+    assert out == [
+        {"code": 1000, "reason": "", "wasClean": True},  # the relay's answer to our close
+        {"code": 1000, "reason": "peer disconnected", "wasClean": True},
+    ]
