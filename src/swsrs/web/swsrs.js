@@ -20,8 +20,8 @@
  * A browser cannot read the HTTP status of a refused WebSocket upgrade (404
  * unknown session, 401 token, 403 Origin, 409 slot held all look the same
  * to a page), so a refused attach is one error, {@link AttachRefused}, that
- * names the possible causes. The developer tools' network panel and the
- * relay's log show which one it was.
+ * names the possible causes. The developer tools' network panel shows the
+ * status (the relay does not log refusals).
  *
  * @module swsrs
  */
@@ -556,7 +556,7 @@ export function connect(url, session, token, options = {}) {
           `the relay refused the attach to session ${session} or could not be reached: unknown ` +
             "or expired session (404), wrong token (401), this page's origin not in " +
             "--allowed-origins (403), slot already held (409), or a network/TLS failure; " +
-            "browsers do not show pages which (see the network panel or the relay's log)",
+            "browsers do not tell pages which (the developer tools' network panel shows the status)",
         ),
       );
     const onAbort = () => {
