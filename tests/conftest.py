@@ -72,7 +72,7 @@ class Relay:
         assert status == 200, body
         return dict(json.loads(body))
 
-    def wait_status(self, sid: str, pred: Any, timeout: float = 10.0) -> dict[str, Any] | None:
+    def wait_status(self, sid: str, pred: Any, timeout: float = 30.0) -> dict[str, Any] | None:
         deadline = time.monotonic() + timeout
         st = self.status(sid)
         while not pred(st):

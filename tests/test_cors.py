@@ -357,3 +357,14 @@ def test_serve_refuses_a_url_in_the_allowlist() -> None:
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "--allowed-origins" in lines[0] and "app.example.com" in lines[0]
+
+
+async def test_websocket_origin_check_with_workers(relay_factory: Any) -> None:
+    """With --workers the front process admits, so the Origin check happens there."""
+    relay: Relay = relay_factory("--workers", "2", "--allowed-origins", "app.example.com")
+    s = relay.create()
+    sid, tok = s["id"], s["responder_token"]
+    assert await ws_status(relay, sid, tok, DISALLOWED) == 403
+    assert await ws_status(relay, sid, tok, ALLOWED) == 101
+    code, h, _ = relay.request("GET", "/admin/sessions", headers={"Origin": ALLOWED})
+    assert code == 200 and lower(h)["access-control-allow-origin"] == ALLOWED

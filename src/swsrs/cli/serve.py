@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
-import time
 from typing import Any
 
 from swsrs.errors import ConfigError
@@ -78,6 +76,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="cap on a data-plane message, -1 = unlimited (SWSRS_MAX_FRAME_SIZE)",
     )
     a(
+        "--workers",
+        metavar="N",
+        help="processes serving the data plane: a number or auto = one per core "
+        "(SWSRS_WORKERS, default 1); both peers of a session always meet in one process",
+    )
+    a(
         "--demo",
         action="store_true",
         default=None,
@@ -85,26 +89,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     a(
         "--log-level",
-        default=os.environ.get("SWSRS_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (SWSRS_LOG_LEVEL, default info)",
     )
     p.set_defaults(func=run)
-
-
-class _UTCFormatter(logging.Formatter):
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        t = time.gmtime(record.created)
-        return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z"
-
-
-def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_UTCFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("aiohttp").setLevel(logging.WARNING)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    _setup_logging(args.log_level)
+    from swsrs.server.logs import setup_logging
+
+    setup_logging(cfg.log_level)
     from swsrs.server.app import serve
 
     try:

@@ -12,7 +12,7 @@ from typing import Protocol
 from aiohttp import web
 
 from swsrs.server.config import ServerConfig
-from swsrs.server.rendezvous import Rendezvous, rfc3339
+from swsrs.server.rendezvous import Attachments, rfc3339
 from swsrs.server.sessions import SessionStore, mint
 from swsrs.wire.frames import CLOSE_NORMAL
 
@@ -53,7 +53,7 @@ class AdminAPI:
         self,
         config: ServerConfig,
         store: SessionStore,
-        rendezvous: Rendezvous,
+        rendezvous: Attachments,
         authorizer: Authorizer,
     ) -> None:
         self.config = config

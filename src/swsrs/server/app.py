@@ -18,8 +18,9 @@ from swsrs.server.config import ServerConfig
 from swsrs.server.cors import OriginPolicy, cors_middleware
 from swsrs.server.listener import DataPlane, RelayProtocol
 from swsrs.server.relay import RelayHandler
-from swsrs.server.rendezvous import Rendezvous
+from swsrs.server.rendezvous import Attachments, Rendezvous
 from swsrs.server.sessions import MemorySessionStore, SessionStore
+from swsrs.server.workers import WorkerPool
 from swsrs.wire.frames import CLOSE_GOING_AWAY
 
 log = logging.getLogger("swsrs")
@@ -56,14 +57,27 @@ class Relay:
             max_message=config.max_frame_size,
             on_expired=self._forget,
         )
+        # With --workers, peers live in worker processes and the pool speaks for them.
+        self.pool: WorkerPool | None = None
+        self.attachments: Attachments = self.rendezvous
+        if config.workers > 1:
+            self.pool = WorkerPool(
+                config.workers,
+                peer_wait=config.peer_wait,
+                max_message=config.max_frame_size,
+                log_level=config.log_level,
+            )
+            self.attachments = self.pool
+        handoff = self.pool.handoff if self.pool else None
         self.authorizer: Authorizer = authorizer or NoAuth()
         self.origins = origins = OriginPolicy(config.allowed_origins)
         self.app = web.Application(middlewares=[cors_middleware(origins)])
+        relay = RelayHandler(self.store, self.rendezvous, handoff, origins=origins)
         self.app.add_routes(
             [
                 web.get("/healthz", _healthz),
-                web.get("/relay/{id}", RelayHandler(self.store, self.rendezvous, origins)),
-                *AdminAPI(config, self.store, self.rendezvous, self.authorizer).routes(),
+                web.get("/relay/{id}", relay),
+                *AdminAPI(config, self.store, self.attachments, self.authorizer).routes(),
                 *assets.routes(demo=config.demo),
             ]
         )
@@ -84,7 +98,7 @@ class Relay:
             await asyncio.sleep(self.config.reap_interval)
             try:
                 for rec in await self.store.pop_expired(time.time()):
-                    live = self.rendezvous.end(rec.id, CLOSE_GOING_AWAY, "session expired")
+                    live = self.attachments.end(rec.id, CLOSE_GOING_AWAY, "session expired")
                     log.info(
                         "session %s closed: expired (bytes_in=%d bytes_out=%d)",
                         rec.id,
@@ -105,7 +119,10 @@ class Relay:
         await self._runner.setup()
         http = self._runner.server
         assert http is not None  # set by setup()
-        plane = self._plane = DataPlane(self.store, self.rendezvous, http, self.origins)
+        if self.pool is not None:
+            self.pool.start()
+        handoff = self.pool.handoff if self.pool else None
+        plane = self._plane = DataPlane(self.store, self.rendezvous, http, handoff, self.origins)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: RelayProtocol(plane),
@@ -130,12 +147,14 @@ class Relay:
             self._plane.abort_handshakes()
         if self._reaper is not None:
             self._reaper.cancel()
-        n = self.rendezvous.close_all(CLOSE_GOING_AWAY, "relay shutting down")
+        n = self.attachments.close_all(CLOSE_GOING_AWAY, "relay shutting down")
         if n:
             log.info("closing %d peer connection(s) with 1001", n)
             deadline = time.monotonic() + SHUTDOWN_GRACE
-            while self.rendezvous.connected() and time.monotonic() < deadline:  # noqa: ASYNC110
+            while self.attachments.connected() and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
+        if self.pool is not None:
+            await self.pool.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.store.close()

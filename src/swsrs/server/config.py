@@ -6,6 +6,7 @@ reason; the CLI turns it into exit status 2.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,8 @@ class ServerConfig:
     tls_key: str | None = None
     no_auth: bool = False
     max_frame_size: int = -1
+    workers: int = 1
+    log_level: str = "info"
     demo: bool = False  # serve the chat example at /demo/chat.html
 
     @property
@@ -131,6 +134,23 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
     if mfs == 0 or mfs < -1:
         raise ConfigError("--max-frame-size must be -1 (unlimited) or a positive byte count")
 
+    workers_raw = (pick("workers", "SWSRS_WORKERS") or "1").strip().lower()
+    if workers_raw == "auto":
+        workers = os.cpu_count() or 1
+    elif workers_raw.isdigit() and 1 <= int(workers_raw) <= 256:
+        workers = int(workers_raw)
+    else:
+        raise ConfigError(f"--workers must be a number from 1 to 256 or auto, got {workers_raw!r}")
+    if workers > 1 and cert:
+        raise ConfigError(
+            "--workers above 1 cannot be combined with --tls-cert: a TLS connection cannot be "
+            "handed between processes; terminate TLS in front of the relay or use one worker"
+        )
+
+    log_level = (pick("log_level", "SWSRS_LOG_LEVEL") or "info").lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"--log-level must be debug, info, warning or error, got {log_level!r}")
+
     return ServerConfig(
         host=host,
         port=port,
@@ -146,5 +166,7 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
         tls_key=key,
         no_auth=no_auth,
         max_frame_size=mfs,
+        workers=workers,
+        log_level=log_level,
         demo=demo,
     )

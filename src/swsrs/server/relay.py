@@ -12,16 +12,17 @@ keep-alive connection that aiohttp already serves, through
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from swsrs.server.cors import OriginPolicy, origin_refusal
 from swsrs.server.pump import WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer
-from swsrs.server.rendezvous import LiveSession, Rendezvous
-from swsrs.server.sessions import Role, SessionStore
+from swsrs.server.rendezvous import Rendezvous
+from swsrs.server.sessions import Role, SessionRecord, SessionStore
 from swsrs.wire.handshake import accept_key, check_upgrade
 
 log = logging.getLogger("swsrs.relay")
@@ -33,6 +34,17 @@ PATH_PREFIX = "/relay/"
 class Refusal:
     status: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Seat:
+    """An admitted attach: the session, the slot, the client's key, and bytes read past the head."""
+
+    record: SessionRecord
+    role: Role
+    key: str
+    early: bytes = b""
+    remote: str = ""
 
 
 SLOT_TAKEN = "slot {role} of this session is already held by a connection"
@@ -48,13 +60,13 @@ def token_from(headers: Mapping[str, str], query_token: str | None) -> str:
 
 async def admit(
     store: SessionStore,
-    rendezvous: Rendezvous,
     session_id: str,
     headers: Mapping[str, str],
     query_token: str | None,
     origins: OriginPolicy,
-) -> Refusal | tuple[LiveSession, Role]:
-    """Decide an attach. On success the caller reserves the slot before its next await."""
+) -> Refusal | tuple[SessionRecord, Role]:
+    """Decide an attach up to the slot check (409), which the process holding the session's
+    peers makes: the caller must reserve the slot before its next await."""
     record = await store.get(session_id)
     if record is None or record.expired():
         return Refusal(404, "session not found or expired")
@@ -69,7 +81,7 @@ async def admit(
     problem = check_upgrade(headers)
     if problem is not None:
         return Refusal(400, problem)
-    return rendezvous.session(record), role
+    return record, role
 
 
 def log_attach(peer: Peer) -> None:
@@ -84,15 +96,22 @@ class RelayHandler:
     would sit); the request task lives as long as the peer.
     """
 
-    def __init__(self, store: SessionStore, rendezvous: Rendezvous, origins: OriginPolicy) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        rendezvous: Rendezvous,
+        handoff: Callable[[asyncio.Transport, Seat], None] | None = None,
+        *,
+        origins: OriginPolicy,
+    ) -> None:
         self.store = store
         self.rendezvous = rendezvous
+        self.handoff = handoff  # --workers: the session's worker seats the connection
         self.origins = origins
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         verdict = await admit(
             self.store,
-            self.rendezvous,
             request.match_info["id"],
             request.headers,
             request.query.get("token"),
@@ -100,10 +119,15 @@ class RelayHandler:
         )
         if isinstance(verdict, Refusal):
             return web.Response(status=verdict.status, text=verdict.reason + "\n")
-        live, role = verdict
+        record, role = verdict
         transport = request.transport
         if transport is None:
             return web.Response(status=400, text="connection already closed\n")
+        if self.handoff is not None:
+            key = request.headers["Sec-WebSocket-Key"]
+            self.handoff(transport, Seat(record, role, key, b"", request.remote or "?"))
+            return web.Response(status=101)  # never written: the connection has moved
+        live = self.rendezvous.session(record)
         protocol = request.protocol
         peer = Peer(
             live,

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from swsrs.durations import format_duration
 from swsrs.server.sessions import ROLES, Role, SessionRecord
@@ -25,6 +25,54 @@ log = logging.getLogger("swsrs.relay")
 
 def rfc3339(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+class Counters(Protocol):
+    bytes_in: int
+    bytes_out: int
+
+
+def status_json(
+    record: SessionRecord,
+    *,
+    initiator: bool,
+    responder: bool,
+    bytes_in: int,
+    bytes_out: int,
+    last_activity: float,
+) -> dict[str, Any]:
+    """A session's status as the admin API shows it (SPEC section 4)."""
+    return {
+        "id": record.id,
+        "state": ("pending", "half_open", "open")[initiator + responder],
+        "created_at": rfc3339(record.created_at),
+        "expires_at": rfc3339(record.expires_at),
+        "last_activity": rfc3339(last_activity),
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+        "initiator_connected": initiator,
+        "responder_connected": responder,
+    }
+
+
+class Attachments(Protocol):
+    """Who is attached to which session, as the admin API and the server's lifecycle see it.
+
+    :class:`Rendezvous` is this for one process; with ``--workers`` the front
+    process's :class:`~swsrs.server.workers.WorkerPool` is, for all workers.
+    """
+
+    def status(self, record: SessionRecord) -> dict[str, Any]: ...
+
+    def end(self, session_id: str, code: int, reason: str) -> Counters | None:
+        """Disconnect a session's peers and forget it (DELETE, expiry)."""
+        ...
+
+    def close_all(self, code: int, reason: str) -> int:
+        """Close every peer; return how many there were."""
+        ...
+
+    def connected(self) -> int: ...
 
 
 class LiveSession:
@@ -76,10 +124,14 @@ class LiveSession:
         else:
             wait = self.rendezvous.peer_wait
             peer.start_wait(wait, f"peer did not attach within {format_duration(wait)}")
+        if self.rendezvous.on_change is not None:
+            self.rendezvous.on_change(self)
 
     def detach(self, peer: Peer) -> None:
         if self.peers[peer.role] is peer:
             self.peers[peer.role] = None
+            if self.rendezvous.on_change is not None:
+                self.rendezvous.on_change(self)
 
     def close_peers(self, code: int, reason: str) -> None:
         for role in ROLES:
@@ -93,18 +145,14 @@ class LiveSession:
             self._expiry = None
 
     def status(self) -> dict[str, Any]:
-        r = self.record
-        return {
-            "id": r.id,
-            "state": self.state,
-            "created_at": rfc3339(r.created_at),
-            "expires_at": rfc3339(r.expires_at),
-            "last_activity": rfc3339(self.last_activity),
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-            "initiator_connected": self.peers["initiator"] is not None,
-            "responder_connected": self.peers["responder"] is not None,
-        }
+        return status_json(
+            self.record,
+            initiator=self.peers["initiator"] is not None,
+            responder=self.peers["responder"] is not None,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            last_activity=self.last_activity,
+        )
 
 
 class Rendezvous:
@@ -116,10 +164,12 @@ class Rendezvous:
         peer_wait: float,
         max_message: int,
         on_expired: Callable[[str], None] | None = None,
+        on_change: Callable[[LiveSession], None] | None = None,
     ) -> None:
         self.peer_wait = peer_wait
         self.max_message = max_message
         self.on_expired = on_expired
+        self.on_change = on_change  # a peer attached or detached (workers report it)
         self.sessions: dict[str, LiveSession] = {}
 
     def session(self, record: SessionRecord) -> LiveSession:
@@ -166,4 +216,4 @@ class Rendezvous:
         return sum(p is not None for s in self.sessions.values() for p in s.peers.values())
 
 
-__all__ = ["CLOSE_NORMAL", "LiveSession", "Rendezvous", "rfc3339"]
+__all__ = ["CLOSE_NORMAL", "Attachments", "Counters", "LiveSession", "Rendezvous", "rfc3339"]

@@ -36,8 +36,9 @@ CLOSE_POLICY: Final = 1008
 CLOSE_TOO_BIG: Final = 1009
 CLOSE_INTERNAL: Final = 1011
 
-# Close codes a peer may send (RFC 6455 7.4): 1000-1003, 1007-1011, 3000-4999.
-_VALID_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011))
+# Close codes a peer may send (RFC 6455 7.4 and the IANA registry): 1000-1003, 1007-1014,
+# 3000-4999.
+_VALID_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
 
 
 def _py_apply_mask(data: bytes | memoryview, mask: bytes) -> bytes:
