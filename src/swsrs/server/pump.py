@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from swsrs.server.sessions import Role
@@ -29,6 +29,7 @@ from swsrs.wire.frames import (
     OP_CLOSE,
     OP_PING,
     OP_PONG,
+    Chunk,
     FrameForwarder,
     ProtocolError,
     close_payload,
@@ -77,6 +78,15 @@ class Transport(Protocol):
 _OPEN, _CLOSING, _CLOSED = 0, 1, 2
 
 
+def owned(parts: Sequence[Chunk]) -> list[bytes]:
+    """``parts`` with every view of the shared read buffer copied, for keeping past this read.
+
+    The forwarder's output may view the buffer the bytes were read into
+    (see :meth:`~swsrs.wire.frames.FrameForwarder.feed`).
+    """
+    return [p if type(p) is bytes else bytes(p) for p in parts]
+
+
 class Peer:
     """One client attached to one slot of a session."""
 
@@ -113,14 +123,14 @@ class Peer:
         *,
         max_message: int = -1,
         remote: str = "?",
-        writelines: Callable[[list[bytes]], None] | None = None,
+        writelines: Callable[[Sequence[Chunk]], None] | None = None,
     ) -> None:
         self.live = live
         self.role = role
         self.flow = flow
         self.transport = transport
         # Forwarded frames are written with this (the listener's writev path, or the transport's).
-        self.writelines = writelines or transport.writelines
+        self.writelines = writelines or (lambda parts: transport.writelines(owned(parts)))
         self.writer = writer
         self.remote = remote
         self.fwd = FrameForwarder(max_message)
@@ -193,7 +203,7 @@ class Peer:
                 if other.flow.writing_paused and not self.read_paused:
                     self._check_backpressure(other)
             else:
-                self.pending.extend(out)
+                self.pending.extend(owned(out))
                 self.pending_bytes += sum(map(len, out))
                 self.pending_payload += fwd.payload_bytes
                 fwd.payload_bytes = 0

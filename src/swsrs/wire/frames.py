@@ -20,6 +20,15 @@ try:  # The C routine from the websockets library unmasks at memory speed.
 except ImportError:  # pragma: no cover - exercised only without the C extension
     _c_apply_mask = None
 
+try:  # Our own C fast path (_forward.c): runs of whole data frames, re-framed in place.
+    from swsrs.wire._forward import forward as _c_forward
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _c_forward = None  # type: ignore[assignment]
+FAST_PATH = _c_forward is not None
+
+# Output for the other client: new bytes, or (fast path) a view of the read buffer.
+Chunk = bytes | memoryview
+
 OP_CONT: Final = 0x0
 OP_TEXT: Final = 0x1
 OP_BINARY: Final = 0x2
@@ -127,13 +136,15 @@ class FrameForwarder:
         "_msg_size",
         "_remaining",
         "controls",
+        "fast",
         "out",
         "payload_bytes",
         "queued",
     )
 
-    def __init__(self, max_message: int = -1) -> None:
+    def __init__(self, max_message: int = -1, *, fast: bool = FAST_PATH) -> None:
         self._max = max_message
+        self.fast = fast and FAST_PATH  # use the C fast path where it applies
         self._head = b""  # an incomplete frame header carried to the next feed (a copy)
         self._remaining = 0  # payload bytes still to come in the current frame
         self._mask = b""  # the current frame's mask, rotated to the next payload byte
@@ -141,7 +152,7 @@ class FrameForwarder:
         self._control_op = 0
         self._fragmented = False  # inside a message whose last frame has not come
         self._msg_size = 0
-        self.out: list[bytes] = []
+        self.out: list[Chunk] = []
         self.controls: list[tuple[int, bytes]] = []
         self.payload_bytes = 0
         # Frames the relay itself must send toward the *other* client are held
@@ -167,16 +178,31 @@ class FrameForwarder:
             return True
         return False
 
-    def feed(self, data: bytes | memoryview) -> None:
-        """Consume ``data``; it may view a reused buffer, so no reference to it is kept."""
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Consume ``data``.
+
+        When ``data`` is writable, whole data frames are re-framed inside it by
+        the C fast path and ``out`` gets *views* of it: the caller must write or
+        copy them before ``data`` changes. Nothing else keeps a reference to it.
+        """
         if self._head:
-            data = self._head + data
+            data = bytearray(self._head) + data
             self._head = b""
         view = memoryview(data)
+        fast = _c_forward if self.fast and not view.readonly else None
         pos = 0
         end = len(data)
         while pos < end:
             remaining = self._remaining
+            if fast is not None and not remaining and not self._fragmented:
+                # The common case, in C: every whole text/binary message from here on.
+                new_pos, out_end, payload = fast(view, pos, end, self._max)
+                if out_end > pos:
+                    self.out.append(view[pos:out_end])
+                    self.payload_bytes += payload
+                pos = new_pos
+                if pos == end:
+                    return
             if remaining:
                 take = min(remaining, end - pos)
                 mask = self._mask
@@ -203,7 +229,7 @@ class FrameForwarder:
             if pos < 0:
                 return
 
-    def _header(self, data: bytes | memoryview, pos: int, end: int) -> int:
+    def _header(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> int:
         """Parse one frame header at ``pos``; return the new position, or -1 if incomplete."""
         if end - pos < 2:
             self._head = bytes(data[pos:end])
