@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 SWSRS = [sys.executable, "-m", "swsrs"]
+LISTENING = re.compile(r"listening on https?://127\.0\.0\.1:(\d+)")
 
 
 def free_port() -> int:
@@ -94,26 +96,34 @@ class Relay:
 
 
 def start_relay(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> Relay:
-    """Start ``swsrs serve --no-auth`` on a free port and wait until /healthz answers."""
-    port = free_port()
-    log_path = tmp_path / f"relay-{port}.log"
-    args = [*SWSRS, "serve", "--no-auth", "--addr", f"127.0.0.1:{port}", *extra]
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    """Start ``swsrs serve --no-auth`` on a port of its own choosing and wait for /healthz.
+
+    The relay binds ``127.0.0.1:0`` and the test reads the port from its
+    "listening on" log line, so no other process can take the port between
+    picking and binding it.
+    """
+    log_path = tmp_path / f"relay-{time.monotonic_ns()}.log"
+    args = [*SWSRS, "serve", "--no-auth", "--addr", "127.0.0.1:0", *extra]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "SWSRS_LOG_LEVEL": "info", **(env or {})}
     logf = log_path.open("w")
     proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, text=True, env=full_env)
-    relay = Relay(
-        url=f"http://127.0.0.1:{port}", port=port, proc=proc, log_path=log_path, args=args
-    )
-    deadline = time.monotonic() + 15
+    relay = Relay(url="", port=0, proc=proc, log_path=log_path, args=args)
+    deadline = time.monotonic() + 30
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"relay exited early ({proc.returncode}):\n{relay.log()}")
-        try:
-            with urllib.request.urlopen(relay.url + "/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return relay
-        except OSError:
-            pass
+        if not relay.port:
+            m = LISTENING.search(relay.log())
+            if m:
+                relay.port = int(m.group(1))
+                relay.url = f"http://127.0.0.1:{relay.port}"
+        if relay.port:
+            try:
+                with urllib.request.urlopen(relay.url + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return relay
+            except OSError:
+                pass
         if time.monotonic() > deadline:
             relay.stop(signal.SIGKILL)
             raise RuntimeError(f"relay did not come up:\n{relay.log()}")

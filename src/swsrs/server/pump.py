@@ -186,33 +186,38 @@ class Peer:
         try:
             fwd.feed(data)
         except ProtocolError as exc:
-            fwd.out = []
+            self._forward()  # the frames before the offending one still arrive
             self._fail(exc.code, exc.reason)
             return False, b""
-        if self.state != _OPEN:
-            fwd.out = []  # closing: data frames are discarded, only a close reply matters
-            fwd.payload_bytes = 0
-        elif fwd.out:
-            out = fwd.out
-            fwd.out = []
-            other = self.counterpart
-            if other is not None:
-                other.writelines(out)
-                self._count(fwd.payload_bytes)
-                fwd.payload_bytes = 0
-                if other.flow.writing_paused and not self.read_paused:
-                    self._check_backpressure(other)
-            else:
-                self.pending.extend(owned(out))
-                self.pending_bytes += sum(map(len, out))
-                self.pending_payload += fwd.payload_bytes
-                fwd.payload_bytes = 0
-                if self.pending_bytes > PENDING_LIMIT and not self.read_paused:
-                    self.read_paused = True
-                    self.flow.pause_reading()
+        self._forward()
         if fwd.controls:
             self._on_controls()
         return False, b""
+
+    def _forward(self) -> None:
+        """Hand what the forwarder produced to the counterpart, or hold it until pairing."""
+        fwd = self.fwd
+        if not fwd.out:
+            return
+        out = fwd.out
+        fwd.out = []
+        payload = fwd.payload_bytes
+        fwd.payload_bytes = 0
+        if self.state != _OPEN:
+            return  # closing: data frames are discarded, only a close reply matters
+        other = self.counterpart
+        if other is not None:
+            other.writelines(out)
+            self._count(payload)
+            if other.flow.writing_paused and not self.read_paused:
+                self._check_backpressure(other)
+            return
+        self.pending.extend(owned(out))
+        self.pending_bytes += sum(map(len, out))
+        self.pending_payload += payload
+        if self.pending_bytes > PENDING_LIMIT and not self.read_paused:
+            self.read_paused = True
+            self.flow.pause_reading()
 
     def feed_eof(self) -> None:
         """The connection is gone (called by aiohttp when the socket closes)."""
