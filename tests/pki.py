@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import ipaddress
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .conftest import SWSRS, Relay, free_port
+from .conftest import SWSRS, Relay
 
 
 @dataclass(frozen=True)
@@ -146,32 +147,37 @@ class TLSRelay(Relay):
 
 
 def start_tls_relay(tmp_path: Path, pki: PKI, *extra: str) -> TLSRelay:
-    """``swsrs serve --no-auth --tls-cert --tls-key`` on a free port, up when /healthz answers."""
-    port = free_port()
-    log_path = tmp_path / f"relay-tls-{port}.log"
+    """``swsrs serve --no-auth --tls-cert --tls-key`` on 127.0.0.1:0, up when /healthz answers.
+
+    Like ``conftest.start_relay``, the port is read from the "listening on" line.
+    """
+    log_path = tmp_path / f"relay-tls-{time.monotonic_ns()}.log"
     args = [
-        *SWSRS, "serve", "--no-auth", "--addr", f"127.0.0.1:{port}",
+        *SWSRS, "serve", "--no-auth", "--addr", "127.0.0.1:0",
         "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key), *extra,
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWSRS_")}
+    env.update(PYTHONUNBUFFERED="1", SWSRS_LOG_LEVEL="info")
     logf = log_path.open("w")
-    proc = subprocess.Popen(
-        args, stdout=logf, stderr=subprocess.STDOUT, text=True, env={**env, "PYTHONUNBUFFERED": "1"}
-    )
+    proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, text=True, env=env)
     ca = ssl.create_default_context(cafile=str(pki.ca_cert))
-    relay = TLSRelay(
-        url=f"https://127.0.0.1:{port}", port=port, proc=proc, log_path=log_path, args=args, ca=ca
-    )
-    deadline = time.monotonic() + 15
+    relay = TLSRelay(url="", port=0, proc=proc, log_path=log_path, args=args, ca=ca)
+    deadline = time.monotonic() + 30
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"relay exited early ({proc.returncode}):\n{relay.log()}")
-        try:
-            with urllib.request.urlopen(relay.url + "/healthz", timeout=1, context=ca) as r:
-                if r.status == 200:
-                    return relay
-        except OSError:
-            pass
+        if not relay.port:
+            m = re.search(r"listening on https://127\.0\.0\.1:(\d+)", relay.log())
+            if m:
+                relay.port = int(m.group(1))
+                relay.url = f"https://127.0.0.1:{relay.port}"
+        if relay.port:
+            try:
+                with urllib.request.urlopen(relay.url + "/healthz", timeout=1, context=ca) as r:
+                    if r.status == 200:
+                        return relay
+            except OSError:
+                pass
         if time.monotonic() > deadline:
             relay.stop(signal.SIGKILL)
             raise RuntimeError(f"relay did not come up:\n{relay.log()}")
