@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from swsrs.cli import tls
 from swsrs.client.admin import AdminClient, SessionStatus, TokenArg
 from swsrs.client.auth import FileTokenStore, RefreshingTokenProvider, discover
 from swsrs.errors import AuthDisabled, ConfigError, LoginRequired
@@ -23,6 +24,7 @@ def _admin_flags(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="credentials file (default <user config dir>/swsrs/credentials.json)",
     )
+    tls.add_flag(p)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -79,7 +81,7 @@ async def _token(args: argparse.Namespace, url: str) -> TokenArg:
             raise LoginRequired(f"{exc}: run `swsrs auth --relay {url}`") from None
         return provider
     try:
-        await discover(url)
+        await discover(url, ssl=tls.context(args))
     except AuthDisabled:
         return None
     raise LoginRequired(
@@ -89,7 +91,8 @@ async def _token(args: argparse.Namespace, url: str) -> TokenArg:
 
 async def _client(args: argparse.Namespace) -> AdminClient:
     url = _admin_url(args)
-    return AdminClient(url, await _token(args, url))
+    ssl = tls.context(args)  # a bad --ca-file is a usage error before any request
+    return AdminClient(url, await _token(args, url), ssl=ssl)
 
 
 def _status_json(s: SessionStatus) -> dict[str, Any]:

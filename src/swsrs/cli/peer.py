@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from swsrs.adapters import stdio, tcp
+from swsrs.cli import tls
 from swsrs.client.connection import Connection, connect
 from swsrs.errors import ConfigError
 
@@ -23,6 +24,7 @@ def _peer_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="slot to attach to (default responder)",
     )
+    tls.add_flag(p)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -70,12 +72,13 @@ def _target(args: argparse.Namespace) -> tuple[str, str, str, str]:
     session = _need(args.session, "--session", "SWSRS_SESSION")
     token = _need(args.token, "--token", "SWSRS_TOKEN")
     role = args.role or "responder"
+    tls.context(args)  # a bad --ca-file is a usage error, found before anything starts
     return url, session, token, role
 
 
 async def _connect(args: argparse.Namespace) -> Connection:
     url, session, token, role = _target(args)
-    return await connect(url, session, token, role=role)  # type: ignore[arg-type]
+    return await connect(url, session, token, role=role, ssl=tls.context(args))  # type: ignore[arg-type]
 
 
 def _tcp_listen(args: argparse.Namespace) -> int:

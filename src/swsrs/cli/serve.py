@@ -88,6 +88,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "(SWSRS_WORKERS, default 1); both peers of a session always meet in one process",
     )
     a(
+        "--demo",
+        action="store_true",
+        default=None,
+        help="also serve the two-party chat example at /demo/chat.html (SWSRS_DEMO)",
+    )
+    a(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (SWSRS_LOG_LEVEL, default info)",
@@ -97,9 +103,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from swsrs.server import config as server_config
+    from swsrs.server import tls
 
     try:
         cfg = server_config.load(vars(args), os.environ)
+        if cfg.tls_cert and cfg.tls_key:
+            tls.server_context(cfg.tls_cert, cfg.tls_key)  # bad files: exit 2 before binding
     except ConfigError as exc:
         print(f"swsrs serve: {exc}", file=sys.stderr)
         return 2

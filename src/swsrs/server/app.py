@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from swsrs.server import malloc
+from swsrs.server import assets, malloc, tls
 from swsrs.server.admin import AdminAPI, Authorizer, NoAuth
 from swsrs.server.config import ServerConfig
+from swsrs.server.cors import OriginPolicy, cors_middleware
 from swsrs.server.listener import DataPlane, RelayProtocol
 from swsrs.server.relay import RelayHandler
 from swsrs.server.rendezvous import Attachments, Rendezvous
@@ -69,12 +70,15 @@ class Relay:
             self.attachments = self.pool
         handoff = self.pool.handoff if self.pool else None
         self.authorizer: Authorizer = authorizer or NoAuth()
-        self.app = web.Application()
+        self.origins = origins = OriginPolicy(config.allowed_origins)
+        self.app = web.Application(middlewares=[cors_middleware(origins)])
+        relay = RelayHandler(self.store, self.rendezvous, handoff, origins=origins)
         self.app.add_routes(
             [
                 web.get("/healthz", _healthz),
-                web.get("/relay/{id}", RelayHandler(self.store, self.rendezvous, handoff)),
+                web.get("/relay/{id}", relay),
                 *AdminAPI(config, self.store, self.attachments, self.authorizer).routes(),
+                *assets.routes(demo=config.demo),
             ]
         )
         self._runner: web.AppRunner | None = None
@@ -105,12 +109,9 @@ class Relay:
                 log.exception("reaper failed; retrying next interval")
 
     def _ssl_context(self) -> ssl.SSLContext | None:
-        if not self.config.tls_cert:
+        if not self.config.tls_cert or not self.config.tls_key:
             return None
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        assert self.config.tls_key is not None
-        ctx.load_cert_chain(self.config.tls_cert, self.config.tls_key)
-        return ctx
+        return tls.server_context(self.config.tls_cert, self.config.tls_key)
 
     async def start(self) -> None:
         await self.authorizer.start()  # never raises for an IdP outage: admin calls get 503
@@ -122,7 +123,7 @@ class Relay:
         if self.pool is not None:
             self.pool.start()
         handoff = self.pool.handoff if self.pool else None
-        plane = self._plane = DataPlane(self.store, self.rendezvous, http, handoff)
+        plane = self._plane = DataPlane(self.store, self.rendezvous, http, handoff, self.origins)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: RelayProtocol(plane),
@@ -183,6 +184,8 @@ async def serve(config: ServerConfig, *, on_ready: Callable[[Relay], None] | Non
         raise
     for addr in relay.addresses:
         log.info("listening on %s", addr)
+    if config.demo and relay.addresses:
+        log.info("demo chat page: %s%s", relay.addresses[0], assets.CHAT_PATH)
     if on_ready is not None:
         on_ready(relay)
     stop = asyncio.Event()

@@ -13,6 +13,7 @@ from typing import Any
 
 from swsrs.durations import parse_duration
 from swsrs.errors import ConfigError
+from swsrs.server.cors import pattern_problem
 from swsrs.urls import to_ws_base
 
 _TRUE = {"1", "true", "yes", "on", "t", "y"}
@@ -38,6 +39,7 @@ class ServerConfig:
     workers: int = 1
     store: str = "memory"
     log_level: str = "info"
+    demo: bool = False  # serve the chat example at /demo/chat.html
 
     @property
     def scheme(self) -> str:
@@ -87,6 +89,7 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
         e = env.get(var)
         return e if e not in (None, "") else None
 
+    demo = bool(flags.get("demo")) or parse_bool("SWSRS_DEMO", env.get("SWSRS_DEMO", ""))
     no_auth_flag = flags.get("no_auth")
     no_auth = bool(no_auth_flag) or parse_bool("SWSRS_NO_AUTH", env.get("SWSRS_NO_AUTH", ""))
 
@@ -115,6 +118,9 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
 
     origins_raw = pick("allowed_origins", "SWSRS_ALLOWED_ORIGINS") or ""
     origins = tuple(o.strip().lower() for o in origins_raw.split(",") if o.strip())
+    for o in origins:
+        if (problem := pattern_problem(o)) is not None:
+            raise ConfigError(f"--allowed-origins: {problem}")
 
     cert = pick("tls_cert", "SWSRS_TLS_CERT")
     key = pick("tls_key", "SWSRS_TLS_KEY")
@@ -177,4 +183,5 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
         workers=workers,
         store=store,
         log_level=log_level,
+        demo=demo,
     )

@@ -31,6 +31,7 @@ from urllib.parse import parse_qs
 import httptools
 from multidict import CIMultiDict
 
+from swsrs.server.cors import OriginPolicy
 from swsrs.server.pump import WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer, owned
 from swsrs.server.relay import PATH_PREFIX, SLOT_TAKEN, Refusal, Seat, admit, log_attach
 from swsrs.server.rendezvous import Rendezvous
@@ -60,6 +61,7 @@ class DataPlane:
         rendezvous: Rendezvous,
         http: Callable[[], asyncio.BaseProtocol] | None,
         handoff: Callable[[asyncio.Transport, Seat], None] | None = None,
+        origins: OriginPolicy | None = None,
     ) -> None:
         # A worker process gets admitted connections only: no store, no aiohttp.
         self.store = store
@@ -67,6 +69,7 @@ class DataPlane:
         self.http = http  # aiohttp's protocol factory (AppRunner.server)
         # With --workers, admitted connections go to the process that owns the session.
         self.handoff = handoff
+        self.origins = origins or OriginPolicy()  # --allowed-origins; default same-origin only
         self.handshaking: set[RelayProtocol] = set()
 
     def abort_handshakes(self) -> None:
@@ -291,7 +294,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
     async def _attach(self, session_id: str, headers: CIMultiDict[str], token: str | None) -> None:
         plane = self.plane
         assert plane.store is not None
-        verdict = await admit(plane.store, session_id, headers, token)
+        verdict = await admit(plane.store, session_id, headers, token, plane.origins)
         transport = self.transport
         if transport is None or transport.is_closing():
             return

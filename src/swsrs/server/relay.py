@@ -1,7 +1,8 @@
 """``GET /relay/{id}``: who may attach. Every refusal happens before the upgrade.
 
 Order of checks (SPEC section 3): unknown or expired session → 404, no token
-→ 401, wrong token → 401, not a WebSocket upgrade → 400, slot held → 409.
+→ 401, wrong token → 401, ``Origin`` not allowed → 403, not a WebSocket
+upgrade → 400, slot held → 409.
 :func:`admit` is the one place these are decided. A connection reaches it
 two ways: almost always through :mod:`swsrs.server.listener`, which reads a
 new connection's request head itself; and, when a client reuses a
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from swsrs.errors import StoreError
+from swsrs.server.cors import OriginPolicy, origin_refusal
 from swsrs.server.pump import WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer
 from swsrs.server.rendezvous import Rendezvous
 from swsrs.server.sessions import Role, SessionRecord, SessionStore
@@ -62,6 +64,7 @@ async def admit(
     session_id: str,
     headers: Mapping[str, str],
     query_token: str | None,
+    origins: OriginPolicy,
 ) -> Refusal | tuple[SessionRecord, Role]:
     """Decide an attach up to the slot check (409), which the process holding the session's
     peers makes: the caller must reserve the slot before its next await."""
@@ -78,6 +81,8 @@ async def admit(
     role = record.role_for(token)
     if role is None:
         return Refusal(401, "invalid token for this session")
+    if (reason := origin_refusal(origins, headers)) is not None:
+        return Refusal(403, reason)
     problem = check_upgrade(headers)
     if problem is not None:
         return Refusal(400, problem)
@@ -101,14 +106,21 @@ class RelayHandler:
         store: SessionStore,
         rendezvous: Rendezvous,
         handoff: Callable[[asyncio.Transport, Seat], None] | None = None,
+        *,
+        origins: OriginPolicy,
     ) -> None:
         self.store = store
         self.rendezvous = rendezvous
         self.handoff = handoff  # --workers: the session's worker seats the connection
+        self.origins = origins
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         verdict = await admit(
-            self.store, request.match_info["id"], request.headers, request.query.get("token")
+            self.store,
+            request.match_info["id"],
+            request.headers,
+            request.query.get("token"),
+            self.origins,
         )
         if isinstance(verdict, Refusal):
             return web.Response(status=verdict.status, text=verdict.reason + "\n")
