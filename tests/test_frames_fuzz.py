@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swsrs.wire.frames import FrameForwarder, ProtocolError
+from swsrs.wire.frames import FrameForwarder, ProtocolError, parse_close
 
 from .conftest import Relay
 
@@ -517,3 +517,17 @@ def test_end_to_end_through_relay(
         return frames
 
     assert asyncio.run(run()) == enc.data_frames
+
+
+# -- known bugs ------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG parse_close rejects the IANA-registered close codes 1012-1014 "
+    "(service restart, try again later, bad gateway) with 1002; websockets and "
+    "gorilla/websocket accept them from a peer",
+)
+@pytest.mark.parametrize("code", [1012, 1013, 1014])
+def test_parse_close_accepts_registered_codes_1012_to_1014(code: int) -> None:
+    assert parse_close(struct.pack("!H", code) + b"bye") == (code, "bye")
