@@ -365,7 +365,12 @@ class Bench:
         link: Link | None = None
         try:
             sink.settimeout(30)
-            b, _ = sink.accept()  # tcp-dial has attached and connected to its target
+            try:
+                b, _ = sink.accept()  # tcp-dial has attached and connected to its target
+            except TimeoutError:
+                raise RuntimeError(
+                    f"tcp-dial never reached the sink; {tunnel.dial_status()}"
+                ) from None
             b.settimeout(60)
             port = tunnel.start_listen()
             try:

@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -329,43 +330,30 @@ class Tunnel:
         path, ti, tr = relay.create()
         sid = path.rsplit("/", 1)[1]
         url = f"http://127.0.0.1:{relay.port}"
-        base = [*SWSRS_CMD]
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.dial_log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        # Always --flag=value: a base64url token or id may start with "-", which
+        # argparse takes for an option in "--token -x…" (see README, known issues).
+        dial = [f"--url={url}", f"--session={sid}", f"--token={tr}", "--role=responder",
+                f"--target=127.0.0.1:{sink_port}"]  # fmt: skip
         self.dial = subprocess.Popen(
-            [
-                *base,
-                "tcp-dial",
-                "--url",
-                url,
-                "--session",
-                sid,
-                "--token",
-                str(tr),
-                "--role",
-                "responder",
-                "--target",
-                f"127.0.0.1:{sink_port}",
-            ],
+            [*SWSRS_CMD, "tcp-dial", *dial],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=self.dial_log,
         )
         self.procs.append(self.dial)
-        self._argv_listen = [
-            *base,
-            "tcp-listen",
-            "--url",
-            url,
-            "--session",
-            sid,
-            "--token",
-            str(ti),
-            "--role",
-            "initiator",
-            "--listen",
-            "127.0.0.1:0",
-        ]
+        listen = [f"--url={url}", f"--session={sid}", f"--token={ti}", "--role=initiator",
+                  "--listen=127.0.0.1:0"]  # fmt: skip
+        self._argv_listen = [*SWSRS_CMD, "tcp-listen", *listen]
         self.listen: subprocess.Popen[bytes] | None = None
+
+    def dial_status(self) -> str:
+        """How tcp-dial is doing, for error messages: exit status and the end of its stderr."""
+        self.dial_log.seek(0)
+        err = self.dial_log.read()[-300:].decode(errors="replace").strip()
+        state = "running" if self.dial.poll() is None else f"exited {self.dial.returncode}"
+        return f"tcp-dial {state}: {err!r}"
 
     def start_listen(self) -> int:
         """Start tcp-listen; return the port it bound (read from its stderr)."""
@@ -405,3 +393,4 @@ class Tunnel:
             stop_process(p, timeout=5)
             if p.stderr is not None:
                 p.stderr.close()
+        self.dial_log.close()
