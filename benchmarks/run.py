@@ -61,6 +61,7 @@ from subjects import (
     start_naive,
     start_swsrs,
     swsrs_has_workers,
+    tree_cpu,
 )
 
 
@@ -235,10 +236,14 @@ class Bench:
                 "byte",
                 ["swsrs", "direct TCP", "socat"],
                 lambda s: self.tunnel(s, z.tunnel),
-                [("cli_s_gib", "CLI s/GiB", 2)],
+                [("listen_s_gib", "tcp-listen s/GiB", 2), ("dial_s_gib", "tcp-dial s/GiB", 2)],
             ),
             Workload(
-                "W6", "W6 admin creates", "create", ["swsrs"], lambda s: self.creates(s, z.creates)
+                "W6",
+                "W6 admin creates, 16 at once",
+                "create",
+                ["swsrs"],
+                lambda s: self.creates(s, z.creates),
             ),
             Workload(
                 "W7",
@@ -379,15 +384,20 @@ class Bench:
                 hard_close(b)
                 raise
             link = Link(a, b, "raw")
-            t0 = tunnel.cpu()
+            assert tunnel.listen is not None
+            listen0, dial0 = tree_cpu(tunnel.listen.pid), tree_cpu(tunnel.dial.pid)
             wall, cpu, me = measure(relay, lambda: transfer([link], stream))  # type: ignore[list-item]
-            cli = tunnel.cpu() - t0
+            listen = tree_cpu(tunnel.listen.pid) - listen0
+            dial = tree_cpu(tunnel.dial.pid) - dial0
         finally:
             if link is not None:
                 link.close()
             tunnel.stop()
             sink.close()
-        return Sample(wall, stream.payload, cpu, me, {"cli_s_gib": cli / (stream.payload / GiB)})
+        gib = stream.payload / GiB
+        return Sample(
+            wall, stream.payload, cpu, me, {"listen_s_gib": listen / gib, "dial_s_gib": dial / gib}
+        )
 
     def creates(self, name: str, n: int) -> Sample:
         relay = self.relay(name)

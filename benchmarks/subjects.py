@@ -381,13 +381,6 @@ class Tunnel:
             raise RuntimeError(f"tcp-listen printed {line!r}")
         return int(m.group(1))
 
-    def cpu(self) -> float:
-        total = 0.0
-        for p in self.procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += tree_cpu(p.pid)
-        return total
-
     def stop(self) -> None:
         for p in self.procs:
             stop_process(p, timeout=5)
