@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import os
 import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 MiB = 1024 * 1024
@@ -315,6 +316,22 @@ async def aws_open(port: int, path: str, token: str | None) -> socket.socket:
     return s
 
 
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """No cyclic GC in the client while it holds thousands of sockets and tasks.
+
+    A full collection walks every live object; with 20k connections open that
+    makes the client, not the relay, the slow side.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 async def open_pairs(
     port: int, paths: list[tuple[str, str | None, str | None]], concurrency: int = 100
 ) -> list[socket.socket]:
@@ -328,7 +345,8 @@ async def open_pairs(
             socks.append(await aws_open(port, path, tb))
 
     try:
-        await asyncio.wait_for(asyncio.gather(*(one(*p) for p in paths)), TIMEOUT * 3)
+        with no_gc():
+            await asyncio.wait_for(asyncio.gather(*(one(*p) for p in paths)), TIMEOUT * 3)
     except BaseException:
         for s in socks:
             hard_close(s)
@@ -385,4 +403,5 @@ async def pair_many(
         async with sem:
             return await pair_once(port, *p)
 
-    return await asyncio.wait_for(asyncio.gather(*(one(p) for p in paths)), TIMEOUT * 3)
+    with no_gc():
+        return await asyncio.wait_for(asyncio.gather(*(one(p) for p in paths)), TIMEOUT * 3)
