@@ -134,6 +134,10 @@ class Bench:
     # -- subjects, started once and reused across rounds -----------------------------------
 
     def subject(self, name: str) -> Subject:
+        old = self.started.get(name)
+        if isinstance(old, Relay) and old.proc.poll() is not None:
+            self.notes.append(f"{name} exited ({old.proc.returncode}) during the run; restarted")
+            del self.started[name]
         if name not in self.started:
             s: Subject
             if name == "swsrs":
@@ -430,11 +434,22 @@ class Bench:
 # -- the table -------------------------------------------------------------------------------
 
 
+def num(v: float, digits: int) -> str:
+    """A number for the table: 0.57, 1142, 432k, 46.0M."""
+    if abs(v) >= 1e6:
+        return f"{v / 1e6:.1f}M"
+    if abs(v) >= 1e5:
+        return f"{v / 1e3:.0f}k"
+    if abs(v) >= 1e4:
+        return f"{v / 1e3:.1f}k"
+    return f"{v:.{digits}f}"
+
+
 def fmt(values: list[float], digits: int) -> str:
-    med = statistics.median(values)
+    med = num(statistics.median(values), digits)
     if len(values) == 1:
-        return f"{med:.{digits}f}"
-    return f"{med:.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+        return med
+    return f"{med} ({num(min(values), digits)}–{num(max(values), digits)})"
 
 
 def digits_for(values: list[float]) -> int:
@@ -473,7 +488,8 @@ def print_table(
             if ok:
                 cells = row_cells(w, ok)
                 note = cells[3] + (f"  ({len(errs)} failed: {errs[0]})" if errs else "")
-                lines.append((w.title, name, cells[0], cells[1], cells[2], note))
+                relay = "—" if name.startswith("direct") else cells[1]  # no process in the path
+                lines.append((w.title, name, cells[0], relay, cells[2], note))
             elif errs:
                 lines.append((w.title, name, "ERROR", "", "", errs[0][:90]))
     widths = [max(len(ln[i]) for ln in lines) for i in range(5)]
