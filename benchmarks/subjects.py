@@ -207,7 +207,18 @@ class Relay(Subject):
         return tree_memory(self.proc.pid, uss)
 
     def stop(self) -> None:
+        children: list[psutil.Process] = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            children = psutil.Process(self.proc.pid).children(recursive=True)
         stop_process(self.proc)
+        # Workers should exit with their parent; any that did not are stopped by PID.
+        for c in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                c.terminate()
+        _, alive = psutil.wait_procs(children, timeout=5)
+        for c in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                c.kill()
 
 
 def swsrs_argv(port: int, workers: int | None = None) -> list[str]:
