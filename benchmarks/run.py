@@ -569,7 +569,7 @@ def print_targets(rows: list[dict[str, object]]) -> None:
             shown, verdict = "not measured", ""
         else:
             assert isinstance(value, float)
-            shown = f"{value:.3g}"
+            shown = f"{value:.3f}" if value < 10 else f"{value:.1f}"
             verdict = "PASS" if r["pass"] else "FAIL"
         print(f"{r['target']!s:<{width}}  {shown:>20}  {r['goal']!s:<8}  {verdict}")
 
