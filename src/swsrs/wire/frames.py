@@ -292,9 +292,6 @@ class FrameForwarder:
         self._remaining = length
         self._fragmented = not fin
         self.out.append(frame_header(fin, opcode, length))
-        if not length and self.queued:
-            self.out.extend(self.queued)
-            self.queued.clear()
         return pos + size
 
     def _end_control(self, payload: bytearray) -> None:
