@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ import pytest
 from .oidc_idp import AUDIENCE, CLI_CLIENT, IdP, SigningKey, ec_key, node_missing_reason, rsa_key
 
 SWSRS = [sys.executable, "-m", "swsrs"]
-LISTENING = re.compile(r"listening on https?://127\.0\.0\.1:(\d+)")
+LISTENING = re.compile(r"listening on (https?)://127\.0\.0\.1:(\d+)")
 
 
 def free_port() -> int:
@@ -41,10 +42,11 @@ class Relay:
     proc: subprocess.Popen[str]
     log_path: Path
     args: list[str] = field(default_factory=list)
+    ca: ssl.SSLContext | None = None  # for a relay serving https://: trust this
 
     @property
     def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://")
+        return self.url.replace("http", "ws", 1)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -60,7 +62,7 @@ class Relay:
             self.url + path, data=body, method=method, headers=headers or {}
         )
         try:
-            with urllib.request.urlopen(req, timeout=10) as r:
+            with urllib.request.urlopen(req, timeout=10, context=self.ca) as r:
                 return r.status, dict(r.headers), r.read()
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()
@@ -99,7 +101,11 @@ class Relay:
 
 
 def start_relay(
-    tmp_path: Path, *extra: str, env: dict[str, str] | None = None, no_auth: bool = True
+    tmp_path: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    no_auth: bool = True,
+    ca: ssl.SSLContext | None = None,
 ) -> Relay:
     """Start ``swsrs serve [--no-auth]`` on a port of its own choosing and wait for /healthz.
 
@@ -113,7 +119,7 @@ def start_relay(
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "SWSRS_LOG_LEVEL": "info", **(env or {})}
     logf = log_path.open("w")
     proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, text=True, env=full_env)
-    relay = Relay(url="", port=0, proc=proc, log_path=log_path, args=args)
+    relay = Relay(url="", port=0, proc=proc, log_path=log_path, args=args, ca=ca)
     deadline = time.monotonic() + 30
     while True:
         if proc.poll() is not None:
@@ -121,11 +127,11 @@ def start_relay(
         if not relay.port:
             m = LISTENING.search(relay.log())
             if m:
-                relay.port = int(m.group(1))
-                relay.url = f"http://127.0.0.1:{relay.port}"
+                relay.port = int(m.group(2))
+                relay.url = f"{m.group(1)}://127.0.0.1:{relay.port}"
         if relay.port:
             try:
-                with urllib.request.urlopen(relay.url + "/healthz", timeout=1) as r:
+                with urllib.request.urlopen(relay.url + "/healthz", timeout=1, context=ca) as r:
                     if r.status == 200:
                         return relay
             except OSError:

@@ -7,14 +7,7 @@ import base64
 import datetime as dt
 import hashlib
 import ipaddress
-import os
-import re
-import signal
 import ssl
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .conftest import SWSRS, Relay
+from .conftest import Relay, start_relay
 
 
 @dataclass(frozen=True)
@@ -119,66 +112,13 @@ def make_pki(directory: Path) -> PKI:
     return pki
 
 
-@dataclass
-class TLSRelay(Relay):
-    """A relay serving ``https://``/``wss://``; requests trust the test CA."""
-
-    ca: ssl.SSLContext | None = None
-
-    @property
-    def ws_url(self) -> str:
-        return self.url.replace("https://", "wss://")
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, dict[str, str], bytes]:
-        req = urllib.request.Request(
-            self.url + path, data=body, method=method, headers=headers or {}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=10, context=self.ca) as r:
-                return r.status, dict(r.headers), r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read()
+TLSRelay = Relay  # a Relay whose ``ca`` trusts the test CA
 
 
-def start_tls_relay(tmp_path: Path, pki: PKI, *extra: str) -> TLSRelay:
-    """``swsrs serve --no-auth --tls-cert --tls-key`` on 127.0.0.1:0, up when /healthz answers.
-
-    Like ``conftest.start_relay``, the port is read from the "listening on" line.
-    """
-    log_path = tmp_path / f"relay-tls-{time.monotonic_ns()}.log"
-    args = [
-        *SWSRS, "serve", "--no-auth", "--addr", "127.0.0.1:0",
+def start_tls_relay(tmp_path: Path, pki: PKI, *extra: str) -> Relay:
+    """``swsrs serve --no-auth --tls-cert --tls-key`` on 127.0.0.1:0, up when /healthz answers."""
+    return start_relay(
+        tmp_path,
         "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key), *extra,
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWSRS_")}
-    env.update(PYTHONUNBUFFERED="1", SWSRS_LOG_LEVEL="info")
-    logf = log_path.open("w")
-    proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, text=True, env=env)
-    ca = ssl.create_default_context(cafile=str(pki.ca_cert))
-    relay = TLSRelay(url="", port=0, proc=proc, log_path=log_path, args=args, ca=ca)
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"relay exited early ({proc.returncode}):\n{relay.log()}")
-        if not relay.port:
-            m = re.search(r"listening on https://127\.0\.0\.1:(\d+)", relay.log())
-            if m:
-                relay.port = int(m.group(1))
-                relay.url = f"https://127.0.0.1:{relay.port}"
-        if relay.port:
-            try:
-                with urllib.request.urlopen(relay.url + "/healthz", timeout=1, context=ca) as r:
-                    if r.status == 200:
-                        return relay
-            except OSError:
-                pass
-        if time.monotonic() > deadline:
-            relay.stop(signal.SIGKILL)
-            raise RuntimeError(f"relay did not come up:\n{relay.log()}")
-        time.sleep(0.05)
+        ca=ssl.create_default_context(cafile=str(pki.ca_cert)),
+    )  # fmt: skip

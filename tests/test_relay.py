@@ -73,18 +73,23 @@ def masked(fin: bool, opcode: int, payload: bytes, *, rsv: int = 0, mask: bool =
     return bytes(head) + (apply_mask(payload, key) if mask else payload)
 
 
+async def read_frame(r: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked server frame: (opcode, payload)."""
+    b0, b1 = await r.readexactly(2)
+    n = b1 & 0x7F
+    if n == 126:
+        (n,) = struct.unpack("!H", await r.readexactly(2))
+    elif n == 127:
+        (n,) = struct.unpack("!Q", await r.readexactly(8))
+    return b0 & 0x0F, await r.readexactly(n)
+
+
 async def read_close(r: asyncio.StreamReader) -> int:
     """Read server frames until a close; return its code."""
     async with asyncio.timeout(10):
         while True:
-            b0, b1 = await r.readexactly(2)
-            n = b1 & 0x7F
-            if n == 126:
-                (n,) = struct.unpack("!H", await r.readexactly(2))
-            elif n == 127:
-                (n,) = struct.unpack("!Q", await r.readexactly(8))
-            payload = await r.readexactly(n)
-            if b0 & 0x0F == 0x8:
+            opcode, payload = await read_frame(r)
+            if opcode == 0x8:
                 return int(struct.unpack("!H", payload[:2])[0])
 
 
@@ -153,17 +158,6 @@ async def test_refusals_before_upgrade(relay: Relay) -> None:
     code, _, body = relay.request("GET", f"/relay/{sid}?token={s['responder_token']}")
     assert code == 400, body
     await a.close()
-
-
-async def read_frame(r: asyncio.StreamReader) -> tuple[int, bytes]:
-    """One unmasked server frame: (opcode, payload)."""
-    b0, b1 = await r.readexactly(2)
-    n = b1 & 0x7F
-    if n == 126:
-        (n,) = struct.unpack("!H", await r.readexactly(2))
-    elif n == 127:
-        (n,) = struct.unpack("!Q", await r.readexactly(8))
-    return b0 & 0x0F, await r.readexactly(n)
 
 
 def upgrade_head(sid: str, token: str, extra: str = "") -> bytes:
