@@ -74,7 +74,7 @@ async def _token(args: argparse.Namespace, url: str) -> TokenArg:
         return str(token)
     store = FileTokenStore(args.credentials)
     if store.load() is not None:
-        provider = RefreshingTokenProvider(store, relay_url=url)
+        provider = RefreshingTokenProvider(store, relay_url=url, ssl=tls.context(args))
         try:
             await provider()  # refresh now, so a dead login fails before anything else
         except LoginRequired as exc:

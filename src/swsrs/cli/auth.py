@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from swsrs.cli import tls
 from swsrs.client.auth import DeviceAuthorization, FileTokenStore, device_login
 from swsrs.errors import AuthDisabled, ConfigError, SwsrsError
 
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="credentials file (default <user config dir>/swsrs/credentials.json)",
     )
     p.add_argument("--logout", action="store_true", help="forget the saved credentials")
+    tls.add_flag(p)
     p.set_defaults(func=run)
 
 
@@ -87,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
                 spinner = asyncio.get_running_loop().create_task(_spin(stop))
 
         try:
-            token = await device_login(relay, prompt=prompt, client_id=args.client_id)
+            token = await device_login(
+                relay, prompt=prompt, client_id=args.client_id, ssl=tls.context(args)
+            )
         except AuthDisabled:
             raise SwsrsError(
                 f"the relay at {relay} runs without admin auth (--no-auth): no login needed"

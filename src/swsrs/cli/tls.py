@@ -16,18 +16,24 @@ def add_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ca-file",
         metavar="PATH",
-        help="PEM file of the CA(s) to trust for https/wss instead of the system store "
+        help="PEM file of extra CA(s) to trust for https/wss, besides the system store "
         "(which honours SSL_CERT_FILE)",
     )
 
 
 def context(args: argparse.Namespace) -> ssl.SSLContext | None:
-    """The SSL context for ``--ca-file``, or ``None`` for the system trust store."""
+    """The SSL context for ``--ca-file`` (the system store plus the file), or ``None``.
+
+    The system store stays: one context serves the relay and, for ``auth`` and
+    token refresh, the identity provider, which usually has a public certificate.
+    """
     path = getattr(args, "ca_file", None)
     if not path:
         return None
     try:
-        return ssl.create_default_context(cafile=path)
+        ctx = ssl.create_default_context()
+        ctx.load_verify_locations(cafile=path)
+        return ctx
     except OSError as exc:  # ssl.SSLError is an OSError too
         why = exc.strerror or getattr(exc, "reason", None) or str(exc)
         raise ConfigError(f"cannot load --ca-file {path!r}: {why}") from None
