@@ -37,6 +37,7 @@ from swsrs.server.sessions import SessionRecord
 log = logging.getLogger("swsrs.workers")
 
 STOP_TIMEOUT = 10.0
+LATE_REPORTS = 10.0  # how long reports about an ended session are ignored
 
 
 @dataclass(slots=True)
