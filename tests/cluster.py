@@ -1,0 +1,144 @@
+"""Several relay nodes for the tests: a real ``redis-server`` and a real ``nginx`` in front.
+
+nginx runs ``deploy/nginx/swsrs.conf`` — the file the docs ship — with the
+test's ports written into it, so the tests check the configuration users get.
+Every process is started on 127.0.0.1 and stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .conftest import free_port
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "swsrs.conf"
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {proc.returncode}") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not listen on {port}") from None
+            time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class Redis:
+    port: int
+    proc: subprocess.Popen[bytes]
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+def start_redis(workdir: Path, port: int | None = None) -> Redis:
+    """A throw-away redis-server (no persistence); ``port`` to restart one where it was."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for _ in range(5):
+        p = port or free_port()
+        proc = subprocess.Popen(
+            [REDIS, "--bind", "127.0.0.1", "--port", str(p), "--save", "", "--appendonly", "no",
+             "--dir", str(workdir), "--logfile", str(workdir / f"redis-{p}.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_port(p, proc, "redis-server")
+            return Redis(p, proc, workdir)
+        except RuntimeError:
+            stop(proc)
+            if port is not None:
+                raise
+    raise RuntimeError("could not start redis-server")
+
+
+@dataclass
+class Nginx:
+    port: int
+    proc: subprocess.Popen[bytes]
+    conf: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        stop(self.proc, signal.SIGQUIT)
+
+
+def render(template: str, listen: int, nodes: list[int], *, round_robin: bool) -> str:
+    """The shipped configuration with these ports (and, for ``round_robin``, no hash)."""
+    servers = "".join(
+        f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=10s;\n" for p in nodes
+    )
+    out = re.sub(r"(upstream \w+ \{\n(?:    hash [^\n]*\n)?)(?:    server [^\n]*\n)+",
+                 lambda m: m.group(1) + servers, template)  # fmt: skip
+    out = out.replace("listen 127.0.0.1:8080;", f"listen 127.0.0.1:{listen};")
+    if round_robin:
+        out = out.replace("    hash $uri consistent;\n", "")
+    return out
+
+
+def start_nginx(workdir: Path, nodes: list[int], *, round_robin: bool = False) -> Nginx:
+    workdir.mkdir(parents=True, exist_ok=True)
+    for _ in range(5):
+        port = free_port()
+        site = workdir / "swsrs.conf"
+        site.write_text(render(TEMPLATE.read_text(), port, nodes, round_robin=round_robin))
+        conf = workdir / "nginx.conf"
+        conf.write_text(
+            f"""daemon off;
+master_process off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {workdir}/body;
+    proxy_temp_path {workdir}/proxy;
+    fastcgi_temp_path {workdir}/fastcgi;
+    uwsgi_temp_path {workdir}/uwsgi;
+    scgi_temp_path {workdir}/scgi;
+    include {site};
+}}
+"""
+        )
+        proc = subprocess.Popen(
+            [NGINX, "-p", str(workdir), "-c", str(conf)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_port(port, proc, "nginx")
+            return Nginx(port, proc, conf)
+        except RuntimeError:
+            stop(proc)
+    raise RuntimeError(f"could not start nginx: {(workdir / 'error.log').read_text()}")
