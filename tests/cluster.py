@@ -97,9 +97,7 @@ class Nginx:
 
 def render(template: str, listen: int, nodes: list[int], *, round_robin: bool) -> str:
     """The shipped configuration with these ports (and, for ``round_robin``, no hash)."""
-    servers = "".join(
-        f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=10s;\n" for p in nodes
-    )
+    servers = "".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=10s;\n" for p in nodes)
     out = re.sub(r"(upstream \w+ \{\n(?:    hash [^\n]*\n)?)(?:    server [^\n]*\n)+",
                  lambda m: m.group(1) + servers, template)  # fmt: skip
     out = out.replace("listen 127.0.0.1:8080;", f"listen 127.0.0.1:{listen};")
