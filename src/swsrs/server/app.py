@@ -115,10 +115,22 @@ class Relay:
         task.add_done_callback(self._tasks.discard)
 
     async def _reap(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(self.config.reap_interval)
             try:
-                for rec in await self.store.pop_expired(time.time()):
+                expired = await self.store.pop_expired(time.time())
+            except StoreError as exc:
+                if not failing:  # one line per outage
+                    log.warning("reaper: %s; retrying every interval", exc)
+                failing = True
+                continue
+            except Exception:  # the reaper must outlive a store hiccup
+                log.exception("reaper failed; retrying next interval")
+                continue
+            failing = False
+            try:
+                for rec in expired:
                     live = self.attachments.end(rec.id, CLOSE_GOING_AWAY, "session expired")
                     log.info(
                         "session %s closed: expired (bytes_in=%d bytes_out=%d)",
@@ -126,9 +138,7 @@ class Relay:
                         live.bytes_in if live else 0,
                         live.bytes_out if live else 0,
                     )
-            except StoreError as exc:
-                log.warning("reaper: %s; retrying next interval", exc)
-            except Exception:  # the reaper must outlive a store hiccup
+            except Exception:
                 log.exception("reaper failed; retrying next interval")
 
     async def _follow_events(self) -> None:

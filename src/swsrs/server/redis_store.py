@@ -135,7 +135,13 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _explain(exc: BaseException) -> str:
-    if isinstance(exc, (AuthenticationError, AuthorizationError)) or "NOAUTH" in str(exc):
+    text = str(exc)
+    if "NOAUTH" in text or "HELLO must be called with the client already authenticated" in text:
+        return (
+            "authentication failed: the server wants a password "
+            "(redis://[user]:password@host:port/db)"
+        )
+    if isinstance(exc, (AuthenticationError, AuthorizationError)):
         return f"authentication failed ({_one_line(exc)}); check the URL's user and password"
     if isinstance(exc, ReadOnlyError):
         return f"{_one_line(exc)} (the URL points at a replica; use the primary)"
@@ -180,6 +186,9 @@ class RedisSessionStore:
             raise StoreError(f"--store: {exc}") from None
         try:
             await store._redis.ping()
+        except (AuthenticationError, AuthorizationError) as exc:
+            await store.close()
+            raise StoreError(f"session store {store.place}: {_explain(exc)}") from None
         except (ConnectionError, RedisTimeout, OSError, TimeoutError) as exc:
             log.warning(
                 "session store %s %s; starting anyway: admin calls answer 503 until it is back",
