@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis
+from websockets.exceptions import InvalidStatus
 
 from swsrs.server.sessions import hash_token
 
@@ -241,6 +242,38 @@ async def test_two_relays_share_sessions_events_and_live_state(
     assert "node-b" in a_relay.log() and "Traceback" not in a_relay.log()
 
 
+async def test_a_relay_with_workers_among_nodes(redis_server: RedisServer, relays: Any) -> None:
+    a_relay = relays("--store", redis_server.url, "--workers", "2")
+    b_relay = relays("--store", redis_server.url)
+    s = b_relay.create()
+    a = await attach(a_relay, s["id"], s["initiator_token"])
+    b = await attach(a_relay, s["id"], s["responder_token"])
+    await a.send(b"z" * 10)
+    assert await b.recv() == b"z" * 10
+    b_relay.wait_status(s["id"], lambda st: st["state"] == "open" and st["bytes_in"] == 10)
+    assert b_relay.request("DELETE", f"/admin/sessions/{s['id']}")[0] == 204
+    assert await closed_with(a) == (1000, "session deleted")
+    assert await closed_with(b) == (1000, "session deleted")
+
+
+def test_a_read_only_replica_answers_503(redis_server: RedisServer, tmp_path: Path) -> None:
+    replica = RedisServer(tmp_path / "replica",
+                          args=["--replicaof", "127.0.0.1", str(redis_server.port)])  # fmt: skip
+    replica.directory.mkdir()
+    replica.start()
+    try:
+        relay = start_relay(tmp_path, "--store", replica.url)
+        try:
+            code, _, body = relay.request("POST", "/admin/sessions")
+            assert code == 503 and b"replica" in body, body
+            assert relay.request("GET", "/admin/sessions")[0] == 200  # reads still work
+            assert "Traceback" not in relay.log()
+        finally:
+            relay.stop()
+    finally:
+        replica.stop()
+
+
 async def test_redis_down_mid_tunnel(redis_server: RedisServer, tmp_path: Path) -> None:
     relay = start_relay(tmp_path, "--store", redis_server.url, "--reap-interval", "1s")
     try:
@@ -260,6 +293,9 @@ async def test_redis_down_mid_tunnel(redis_server: RedisServer, tmp_path: Path) 
             assert code == 503, (method, path, body)
             assert body.startswith(b"session store unavailable: ") and b"unreachable" in body
             assert body.count(b"\n") == 1
+        with pytest.raises(InvalidStatus) as refused:  # a new attach cannot be checked
+            await attach(relay, s["id"], s["initiator_token"])
+        assert refused.value.response.status_code == 503
         code, _, body = relay.request("GET", "/readyz")
         assert code == 503 and b"session store unavailable" in body
         assert relay.request("GET", "/healthz")[0] == 200  # alive, just not ready

@@ -231,6 +231,7 @@ class Relay:
             self._reaper.cancel()
         for task in self._background:
             task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         n = self.attachments.close_all(CLOSE_GOING_AWAY, "relay shutting down")
         if n:
             log.info("closing %d peer connection(s) with 1001", n)
