@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -408,3 +409,24 @@ async def test_key_prefix_from_the_url(redis_server: RedisServer, tmp_path: Path
         assert not [k for k in keys if k.startswith(b"swsrs:")]
     finally:
         relay.stop()
+
+
+def test_config_accepts_redis_urls_and_derives_a_node_id() -> None:
+    from swsrs.server import config
+
+    flags = {"no_auth": True, "store": "rediss://user:pw@redis.internal:6380/2?prefix=a:"}
+    c1 = config.load(flags, {})
+    c2 = config.load(flags, {})
+    assert c1.store == flags["store"]
+    assert re.fullmatch(r"[A-Za-z0-9._-]+-[0-9a-f]{6}", c1.node_id) and c1.node_id != c2.node_id
+    assert config.load(flags, {"SWSRS_NODE_ID": "edge-1"}).node_id == "edge-1"
+    assert config.load({**flags, "node_id": "edge-2"}, {"SWSRS_NODE_ID": "x"}).node_id == "edge-2"
+
+
+def test_split_url_keeps_the_password_out_of_messages() -> None:
+    from swsrs.server.redis_store import redact, split_url
+
+    client, prefix, place = split_url("redis://:pw@h:7000/3?prefix=p:&health_check_interval=5")
+    assert prefix == "p:" and place == "redis://h:7000/3" and "prefix" not in client
+    assert "health_check_interval=5" in client
+    assert redact("redis://u:pw@h:7000/3") == "redis://u:***@h:7000/3"
