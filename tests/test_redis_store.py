@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -266,7 +267,8 @@ def test_a_read_only_replica_answers_503(redis_server: RedisServer, tmp_path: Pa
         relay = start_relay(tmp_path, "--store", replica.url)
         try:
             code, _, body = relay.request("POST", "/admin/sessions")
-            assert code == 503 and b"replica" in body, body
+            assert code == 503 and b"read only replica (the URL points at a replica" in body, body
+            assert b"HSET" not in body and body.count(b"\n") == 1
             assert relay.request("GET", "/admin/sessions")[0] == 200  # reads still work
             assert "Traceback" not in relay.log()
         finally:
@@ -354,6 +356,31 @@ def serve(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "swsrs", "serve", "--no-auth", "--addr", "127.0.0.1:0", *args],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
+
+
+def test_a_database_that_does_not_exist_exits_1(redis_server: RedisServer) -> None:
+    p = serve("--store", f"redis://127.0.0.1:{redis_server.port}/99")
+    assert p.returncode == 1, p.stderr
+    errors = [line for line in p.stderr.splitlines() if line.startswith("swsrs serve:")]
+    assert len(errors) == 1 and "DB index is out of range" in errors[0], p.stderr
+
+
+def test_a_redis_that_stops_answering_gets_503_not_a_hang(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    relay = start_relay(tmp_path, "--store", redis_server.url)
+    assert redis_server.proc is not None
+    try:
+        redis_server.proc.send_signal(signal.SIGSTOP)  # accepts connections, answers nothing
+        try:
+            code, _, body = relay.request("POST", "/admin/sessions")
+            assert code == 503 and b"timed out" in body, body
+        finally:
+            redis_server.proc.send_signal(signal.SIGCONT)
+        assert relay.request("POST", "/admin/sessions")[0] == 201
+        assert "Traceback" not in relay.log()
+    finally:
+        relay.stop()
 
 
 def test_wrong_password_exits_1(tmp_path: Path) -> None:

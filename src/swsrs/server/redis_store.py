@@ -22,11 +22,13 @@ client reconnects by itself on the next call once Redis is back.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -129,9 +131,20 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+_PIPELINE_NOTE = re.compile(r"^Command # \d+ \(.*\) of pipeline caused error: (\(.*\))$", re.S)
+
+
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text.rstrip(".")
+    text = str(exc)
+    # redis-py prefixes an error inside a pipeline with the command, arguments included
+    # (token digests among them): keep only the server's message.
+    if (m := _PIPELINE_NOTE.match(text)) is not None:
+        with contextlib.suppress(ValueError, SyntaxError):
+            args = ast.literal_eval(m.group(1))
+            text = str(args[0]) if isinstance(args, tuple) and args else text
+        if text.startswith("Command # "):
+            text = type(exc).__name__
+    return " ".join(text.split()).rstrip(".") or type(exc).__name__
 
 
 def _explain(exc: BaseException) -> str:
