@@ -216,10 +216,11 @@ class Relay:
             host = f"[{host}]" if ":" in host else host
             self.addresses.append(f"{scheme}://{host}:{port}")
         self._reaper = loop.create_task(self._reap())
-        self._background = [
-            loop.create_task(self._follow_events()),
-            loop.create_task(self._flush_live()),
-        ]
+        if self.store.shared:  # one node alone needs neither
+            self._background = [
+                loop.create_task(self._follow_events()),
+                loop.create_task(self._flush_live()),
+            ]
 
     async def stop(self) -> None:
         """Stop accepting, close every peer with 1001, give them a moment, then exit."""

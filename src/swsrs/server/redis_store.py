@@ -172,6 +172,8 @@ def _float(v: bytes | str | None, default: float = 0.0) -> float:
 class RedisSessionStore:
     """A :class:`~swsrs.server.sessions.SessionStore` in Redis, shared by every node using it."""
 
+    shared = True
+
     def __init__(self, url: str, *, node: str = "") -> None:
         client_url, self.prefix, self.place = split_url(url)
         self.node = node

@@ -122,6 +122,10 @@ class SessionStore(Protocol):
     forwarding; everything else is admin-plane or reaper traffic.
     """
 
+    #: Other relay nodes use this store too: the relay then follows :meth:`events`
+    #: and flushes its live state with :meth:`put_live` once a second.
+    shared: bool
+
     async def add(self, record: SessionRecord) -> None: ...
 
     async def get(self, session_id: str) -> SessionRecord | None:
@@ -171,6 +175,8 @@ async def no_events() -> AsyncIterator[StoreEvent]:
 
 class MemorySessionStore:
     """The default store: a dict in this process. Sessions die with the process."""
+
+    shared = False
 
     def __init__(self) -> None:
         self._records: dict[str, SessionRecord] = {}

@@ -45,6 +45,8 @@ def _record(row: tuple[str, bytes, bytes, float, float]) -> SessionRecord:
 class SQLiteSessionStore:
     """A :class:`~swsrs.server.sessions.SessionStore` in one SQLite file."""
 
+    shared = False  # one relay process uses the file
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="swsrs-sqlite")
