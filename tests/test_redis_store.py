@@ -457,3 +457,44 @@ def test_split_url_keeps_the_password_out_of_messages() -> None:
     assert prefix == "p:" and place == "redis://h:7000/3" and "prefix" not in client
     assert "health_check_interval=5" in client
     assert redact("redis://u:pw@h:7000/3") == "redis://u:***@h:7000/3"
+
+
+async def test_the_store_api(redis_server: RedisServer) -> None:
+    """The store on its own: two instances stand for two nodes."""
+    from swsrs.server.redis_store import RedisSessionStore
+    from swsrs.server.sessions import LiveState, StoreEvent, mint
+
+    a = await RedisSessionStore.open(redis_server.url, node="a")
+    b = await RedisSessionStore.open(redis_server.url, node="b")
+    events = b.events()
+    try:
+        first = asyncio.ensure_future(anext(events))
+        await eventually(lambda: redis_server.client().pubsub_numsub("swsrs:events")[0][1] == 1)
+        now = time.time()
+        m1, m2 = mint(3600, now), mint(3600, now + 1)
+        await a.add(m1.record)
+        await a.add(m2.record)
+        assert await b.get(m1.record.id) == m1.record
+        assert await b.get("no-such-session") is None
+        assert [r.id for r in await b.all()] == [m1.record.id, m2.record.id]
+        assert (await b.get(m1.record.id)).role_for(m1.responder_token) == "responder"  # type: ignore[union-attr]
+
+        await a.put_live("a", [LiveState(m1.record.id, "a", True, False, 5, 6, now)])
+        live = await b.get_live([m1.record.id, m2.record.id])
+        assert live == {m1.record.id: LiveState(m1.record.id, "a", True, False, 5, 6, now)}
+
+        assert await a.delete(m1.record.id) is True
+        assert await a.delete(m1.record.id) is False
+        assert await asyncio.wait_for(first, 30) == StoreEvent(m1.record.id, "deleted", "a")
+        assert await b.get_live([m1.record.id]) == {}
+
+        # Expiry: every node's reaper may ask; exactly one gets each session.
+        popped_a = await a.pop_expired(now + 7200)
+        popped_b = await b.pop_expired(now + 7200)
+        assert popped_a == [m2.record] and popped_b == []  # its hash was still there
+        assert await asyncio.wait_for(anext(events), 30) == StoreEvent(m2.record.id, "expired", "a")
+        assert await b.all() == [] and redis_server.client().keys("*") == []
+    finally:
+        await events.aclose()
+        await a.close()
+        await b.close()
