@@ -494,6 +494,18 @@ async def test_the_store_api(redis_server: RedisServer) -> None:
         assert popped_a == [m2.record] and popped_b == []  # its hash was still there
         assert await asyncio.wait_for(anext(events), 30) == StoreEvent(m2.record.id, "expired", "a")
         assert await b.all() == [] and redis_server.client().keys("*") == []
+
+        # A session whose hash Redis already expired: the reaper still gets its id.
+        gone = mint(0.001).record
+        await a.add(gone)
+        await eventually(lambda: redis_server.client().keys("swsrs:session:*") == [])
+        assert await b.get(gone.id) is None
+        (popped,) = await b.pop_expired(time.time())
+        assert (popped.id, popped.expires_at, popped.initiator_token_hash) == (
+            gone.id,
+            gone.expires_at,
+            b"",
+        )
     finally:
         await events.aclose()
         await a.close()
