@@ -135,7 +135,11 @@ def test_read_only_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("store", "needle"),
-    [("sqlite://", "needs a file path"), ("postgres://x", "--store"), ("redis://x", "redis")],
+    [
+        ("sqlite://", "needs a file path"),
+        ("postgres://x", "--store"),
+        ("redis://x:notaport", "bad port"),
+    ],
 )
 def test_bad_store_urls_exit_2(store: str, needle: str, tmp_path: Any) -> None:
     p = subprocess.run(

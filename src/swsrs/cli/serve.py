@@ -12,7 +12,7 @@ from swsrs.errors import ConfigError, StoreError
 
 DESCRIPTION = """\
 Run the relay: the admin API (/admin/sessions), the data plane (/relay/{id}),
-discovery (/.well-known/swsrs-config) and /healthz, all on one port.
+discovery (/.well-known/swsrs-config), /healthz and /readyz, all on one port.
 Every flag can also be set with the environment variable shown;
 flags win over the environment. Durations use Go form: 90s, 2m, 1h30m."""
 
@@ -78,8 +78,15 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     a(
         "--store",
         metavar="URL",
-        help="where sessions live: memory (default) or sqlite:///path/to/sessions.db, which "
-        "survives restarts (SWSRS_STORE)",
+        help="where sessions live: memory (default), sqlite:///path/to/sessions.db, which "
+        "survives restarts, or redis://host:port/db (rediss:// for TLS), shared by several "
+        "relay nodes (SWSRS_STORE)",
+    )
+    a(
+        "--node-id",
+        metavar="ID",
+        help="this relay's name among nodes sharing a store (SWSRS_NODE_ID, "
+        "default <hostname>-<random>)",
     )
     a(
         "--workers",

@@ -14,8 +14,8 @@ from aiohttp import web
 
 from swsrs.errors import StoreError
 from swsrs.server.config import ServerConfig
-from swsrs.server.rendezvous import Attachments, rfc3339
-from swsrs.server.sessions import SessionStore, mint
+from swsrs.server.rendezvous import Attachments, rfc3339, status_json
+from swsrs.server.sessions import LiveState, SessionRecord, SessionStore, mint
 from swsrs.wire.frames import CLOSE_NORMAL
 
 log = logging.getLogger("swsrs.admin")
@@ -93,6 +93,26 @@ class AdminAPI:
         self.rendezvous = rendezvous
         self.auth = authorizer
 
+    def _status(self, record: SessionRecord, remote: LiveState | None) -> dict[str, object]:
+        """This node's own state for the sessions it holds; for the others, what the node
+        holding them last flushed to a shared store (up to a second old)."""
+        local = self.rendezvous.status(record)
+        if (
+            remote is None
+            or remote.node == self.config.node_id
+            or local["initiator_connected"]
+            or local["responder_connected"]
+        ):
+            return local
+        return status_json(
+            record,
+            initiator=remote.initiator,
+            responder=remote.responder,
+            bytes_in=remote.bytes_in,
+            bytes_out=remote.bytes_out,
+            last_activity=remote.last_activity or record.created_at,
+        )
+
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post("/admin/sessions", _store_guard(self.create)),
@@ -126,7 +146,8 @@ class AdminAPI:
         if (refusal := await self.auth.authorize(request, SCOPE_READ)) is not None:
             return refusal
         records = [r for r in await self.store.all() if not r.expired()]
-        return web.json_response({"sessions": [self.rendezvous.status(r) for r in records]})
+        remote = await self.store.get_live([r.id for r in records])
+        return web.json_response({"sessions": [self._status(r, remote.get(r.id)) for r in records]})
 
     async def get(self, request: web.Request) -> web.Response:
         if (refusal := await self.auth.authorize(request, SCOPE_READ)) is not None:
@@ -134,7 +155,8 @@ class AdminAPI:
         rec = await self.store.get(request.match_info["id"])
         if rec is None or rec.expired():
             return _text(404, "session not found or expired")
-        return web.json_response(self.rendezvous.status(rec))
+        remote = await self.store.get_live([rec.id])
+        return web.json_response(self._status(rec, remote.get(rec.id)))
 
     async def delete(self, request: web.Request) -> web.Response:
         if (refusal := await self.auth.authorize(request, SCOPE_DELETE)) is not None:

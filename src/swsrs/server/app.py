@@ -8,10 +8,11 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from swsrs.errors import StoreError
 from swsrs.server import assets, malloc, tls
 from swsrs.server.admin import AdminAPI, Authorizer, NoAuth
 from swsrs.server.config import ServerConfig
@@ -19,14 +20,16 @@ from swsrs.server.cors import OriginPolicy, cors_middleware
 from swsrs.server.listener import DataPlane, RelayProtocol
 from swsrs.server.relay import RelayHandler
 from swsrs.server.rendezvous import Attachments, Rendezvous
-from swsrs.server.sessions import MemorySessionStore, SessionStore, open_store
+from swsrs.server.sessions import MemorySessionStore, SessionStore, StoreEvent, open_store
 from swsrs.server.workers import WorkerPool
-from swsrs.wire.frames import CLOSE_GOING_AWAY
+from swsrs.wire.frames import CLOSE_GOING_AWAY, CLOSE_NORMAL
 
 log = logging.getLogger("swsrs")
 
 LISTEN_BACKLOG = 1024
 SHUTDOWN_GRACE = 3.0  # seconds peers get to answer our 1001 close on shutdown
+FLUSH_INTERVAL = 1.0  # seconds between batched writes of live state to the store
+READY_TIMEOUT = 5.0  # /readyz never waits longer on the store
 
 NO_AUTH_WARNING = """
 ************************************************************************
@@ -38,6 +41,22 @@ NO_AUTH_WARNING = """
 
 async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
+
+
+def _readyz(store: SessionStore) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Readiness: ``200 ready`` while the session store answers, else ``503`` with why."""
+
+    async def readyz(request: web.Request) -> web.Response:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                await store.ping()
+        except StoreError as exc:
+            return web.Response(status=503, text=f"session store unavailable: {exc}\n")
+        except TimeoutError:
+            return web.Response(status=503, text="session store unavailable: ping timed out\n")
+        return web.Response(text="ready")
+
+    return readyz
 
 
 class Relay:
@@ -76,6 +95,7 @@ class Relay:
         self.app.add_routes(
             [
                 web.get("/healthz", _healthz),
+                web.get("/readyz", _readyz(self.store)),
                 web.get("/relay/{id}", relay),
                 *AdminAPI(config, self.store, self.attachments, self.authorizer).routes(),
                 *assets.routes(demo=config.demo),
@@ -85,6 +105,7 @@ class Relay:
         self._server: asyncio.Server | None = None
         self._plane: DataPlane | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[object]] = set()
         self.addresses: list[str] = []
 
@@ -94,10 +115,22 @@ class Relay:
         task.add_done_callback(self._tasks.discard)
 
     async def _reap(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(self.config.reap_interval)
             try:
-                for rec in await self.store.pop_expired(time.time()):
+                expired = await self.store.pop_expired(time.time())
+            except StoreError as exc:
+                if not failing:  # one line per outage
+                    log.warning("reaper: %s; retrying every interval", exc)
+                failing = True
+                continue
+            except Exception:  # the reaper must outlive a store hiccup
+                log.exception("reaper failed; retrying next interval")
+                continue
+            failing = False
+            try:
+                for rec in expired:
                     live = self.attachments.end(rec.id, CLOSE_GOING_AWAY, "session expired")
                     log.info(
                         "session %s closed: expired (bytes_in=%d bytes_out=%d)",
@@ -105,8 +138,52 @@ class Relay:
                         live.bytes_in if live else 0,
                         live.bytes_out if live else 0,
                     )
-            except Exception:  # the reaper must outlive a store hiccup
+            except Exception:
                 log.exception("reaper failed; retrying next interval")
+
+    async def _follow_events(self) -> None:
+        """Close this node's peers of sessions another node deleted or saw expire."""
+        while True:
+            try:
+                async for event in self.store.events():
+                    self._on_event(event)
+                return
+            except Exception:  # a store bug must not end the subscription for good
+                log.exception("session store events failed; resubscribing")
+                await asyncio.sleep(1.0)
+
+    def _on_event(self, event: StoreEvent) -> None:
+        if event.node == self.config.node_id:
+            return  # this node ended it already
+        if event.reason == "deleted":
+            live = self.attachments.end(event.sid, CLOSE_NORMAL, "session deleted")
+        else:
+            live = self.attachments.end(event.sid, CLOSE_GOING_AWAY, "session expired")
+        if live is not None:
+            log.info(
+                "session %s closed: %s on node %s (bytes_in=%d bytes_out=%d)",
+                event.sid, event.reason, event.node, live.bytes_in, live.bytes_out,
+            )  # fmt: skip
+
+    async def _flush_live(self) -> None:
+        """Once a second, one batched write of this node's live state (never per message)."""
+        failing = False
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            states = self.attachments.live_states(self.config.node_id)
+            try:
+                await self.store.put_live(self.config.node_id, states)
+            except StoreError as exc:
+                if not failing:  # one line per outage, not one a second
+                    log.warning("live state not flushed: %s; retrying every second", exc)
+                failing = True
+                continue
+            except Exception:
+                log.exception("live state flush failed; retrying next second")
+                continue
+            if failing:
+                log.info("live state flushed again: the session store is back")
+                failing = False
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if not self.config.tls_cert or not self.config.tls_key:
@@ -139,6 +216,11 @@ class Relay:
             host = f"[{host}]" if ":" in host else host
             self.addresses.append(f"{scheme}://{host}:{port}")
         self._reaper = loop.create_task(self._reap())
+        if self.store.shared:  # one node alone needs neither
+            self._background = [
+                loop.create_task(self._follow_events()),
+                loop.create_task(self._flush_live()),
+            ]
 
     async def stop(self) -> None:
         """Stop accepting, close every peer with 1001, give them a moment, then exit."""
@@ -148,6 +230,9 @@ class Relay:
             self._plane.abort_handshakes()
         if self._reaper is not None:
             self._reaper.cancel()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         n = self.attachments.close_all(CLOSE_GOING_AWAY, "relay shutting down")
         if n:
             log.info("closing %d peer connection(s) with 1001", n)
@@ -160,6 +245,14 @@ class Relay:
             await self._runner.cleanup()
         await self.authorizer.stop()
         await self.store.close()
+
+
+def _printable(store: str) -> str:
+    if store.startswith(("redis://", "rediss://")):
+        from swsrs.server.redis_store import redact
+
+        return redact(store)
+    return store
 
 
 async def serve(config: ServerConfig, *, on_ready: Callable[[Relay], None] | None = None) -> int:
@@ -175,7 +268,8 @@ async def serve(config: ServerConfig, *, on_ready: Callable[[Relay], None] | Non
         authorizer = OIDCAuthorizer(
             config.oidc_issuer, audience=config.oidc_audience, client_id=config.oidc_client_id
         )
-    store = await open_store(config.store)
+    log.info("node id %s, session store %s", config.node_id, _printable(config.store))
+    store = await open_store(config.store, node=config.node_id)
     relay = Relay(config, store=store, authorizer=authorizer)
     try:
         await relay.start()

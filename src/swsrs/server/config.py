@@ -7,6 +7,9 @@ reason; the CLI turns it into exit status 2.
 from __future__ import annotations
 
 import os
+import re
+import secrets
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +21,14 @@ from swsrs.urls import to_ws_base
 
 _TRUE = {"1", "true", "yes", "on", "t", "y"}
 _FALSE = {"0", "false", "no", "off", "f", "n", ""}
+_NODE_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+
+
+def default_node_id() -> str:
+    """``<hostname>-<6 random hex digits>``: unique per process, even for two relays on
+    one host with the same port, and readable in logs and in Redis."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:64] or "swsrs"
+    return f"{host}-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +49,7 @@ class ServerConfig:
     max_frame_size: int = -1
     workers: int = 1
     store: str = "memory"
+    node_id: str = ""  # "" until load() derives one: hostname-random
     log_level: str = "info"
     demo: bool = False  # serve the chat example at /demo/chat.html
 
@@ -155,11 +167,22 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
                 "--store sqlite:// needs a file path, e.g. sqlite:///var/lib/swsrs.db"
             )
     elif store.startswith(("redis://", "rediss://")):
-        raise ConfigError(
-            "--store redis:// is not available in this build yet; use memory or sqlite"
-        )
+        from swsrs.server.redis_store import split_url
+
+        try:
+            split_url(store)
+        except ValueError as exc:
+            raise ConfigError(f"--store: {exc}") from None
     elif store != "memory":
-        raise ConfigError(f"--store must be memory or sqlite://PATH, got {store!r}")
+        raise ConfigError(
+            f"--store must be memory, sqlite://PATH or redis://host:port/db, got {store!r}"
+        )
+
+    node_id = pick("node_id", "SWSRS_NODE_ID") or default_node_id()
+    if not _NODE_ID.match(node_id):
+        raise ConfigError(
+            f"--node-id must be 1-128 characters of letters, digits and ._:@-, got {node_id!r}"
+        )
 
     log_level = (pick("log_level", "SWSRS_LOG_LEVEL") or "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
@@ -182,6 +205,7 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
         max_frame_size=mfs,
         workers=workers,
         store=store,
+        node_id=node_id,
         log_level=log_level,
         demo=demo,
     )

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from swsrs.durations import format_duration
-from swsrs.server.sessions import ROLES, Role, SessionRecord
+from swsrs.server.sessions import ROLES, LiveState, Role, SessionRecord
 from swsrs.wire.frames import CLOSE_GOING_AWAY, CLOSE_NORMAL
 
 if TYPE_CHECKING:
@@ -73,6 +73,10 @@ class Attachments(Protocol):
         ...
 
     def connected(self) -> int: ...
+
+    def live_states(self, node: str) -> list[LiveState]:
+        """The state of every session this process holds, for the store's once-a-second flush."""
+        ...
 
 
 class LiveSession:
@@ -144,6 +148,11 @@ class LiveSession:
             self._expiry.cancel()
             self._expiry = None
 
+    def live_state(self, node: str) -> LiveState:
+        return LiveState(self.id, node, self.peers["initiator"] is not None,
+                         self.peers["responder"] is not None, self.bytes_in, self.bytes_out,
+                         self.last_activity)  # fmt: skip
+
     def status(self) -> dict[str, Any]:
         return status_json(
             self.record,
@@ -214,6 +223,9 @@ class Rendezvous:
 
     def connected(self) -> int:
         return sum(p is not None for s in self.sessions.values() for p in s.peers.values())
+
+    def live_states(self, node: str) -> list[LiveState]:
+        return [live.live_state(node) for live in self.sessions.values()]
 
 
 __all__ = ["CLOSE_NORMAL", "Attachments", "Counters", "LiveSession", "Rendezvous", "rfc3339"]

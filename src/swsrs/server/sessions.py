@@ -9,11 +9,13 @@ touching the relay.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -81,12 +83,48 @@ def mint(ttl: float, now: float | None = None) -> MintedSession:
     return MintedSession(record, init, resp)
 
 
+@dataclass(frozen=True, slots=True)
+class StoreEvent:
+    """A session ended somewhere (any node): every node holding its peers closes them.
+
+    ``reason`` is ``deleted`` (close 1000) or ``expired`` (close 1001);
+    ``node`` is the id of the node that ended it.
+    """
+
+    sid: str
+    reason: Literal["deleted", "expired"]
+    node: str = ""
+    op: Literal["end"] = "end"
+
+
+@dataclass(frozen=True, slots=True)
+class LiveState:
+    """Which slots of a session are held, by which node, and its counters.
+
+    Each node writes the state of the sessions it holds in one batch a
+    second (:meth:`SessionStore.put_live`), so an admin call on any node can
+    show a session whose peers are attached elsewhere.
+    """
+
+    sid: str
+    node: str
+    initiator: bool
+    responder: bool
+    bytes_in: int
+    bytes_out: int
+    last_activity: float
+
+
 class SessionStore(Protocol):
     """Where session records live. Implementations must be safe to call from the event loop.
 
     The data plane calls :meth:`get` once per attach and never during
     forwarding; everything else is admin-plane or reaper traffic.
     """
+
+    #: Other relay nodes use this store too: the relay then follows :meth:`events`
+    #: and flushes its live state with :meth:`put_live` once a second.
+    shared: bool
 
     async def add(self, record: SessionRecord) -> None: ...
 
@@ -104,11 +142,41 @@ class SessionStore(Protocol):
         """Remove and return every session whose lifetime has ended."""
         ...
 
+    async def ping(self) -> None:
+        """Raise :class:`~swsrs.errors.StoreError` if the store cannot be used right now."""
+        ...
+
+    def events(self) -> AsyncIterator[StoreEvent]:
+        """Sessions ended by any node sharing this store, for as long as the store is open.
+
+        A store that only this process uses yields nothing: this process
+        already ended its own sessions. A shared store reconnects by itself;
+        events published while it was unreachable are lost.
+        """
+        ...
+
+    async def put_live(self, node: str, states: list[LiveState]) -> None:
+        """Record, in one batch, the live state of the sessions ``node`` holds."""
+        ...
+
+    async def get_live(self, session_ids: list[str]) -> dict[str, LiveState]:
+        """The last live state any node recorded for these sessions (absent: none)."""
+        ...
+
     async def close(self) -> None: ...
+
+
+async def no_events() -> AsyncIterator[StoreEvent]:
+    """The :meth:`SessionStore.events` of a store nobody else shares: waits, yields nothing."""
+    await asyncio.Event().wait()
+    return
+    yield  # an async generator
 
 
 class MemorySessionStore:
     """The default store: a dict in this process. Sessions die with the process."""
+
+    shared = False
 
     def __init__(self) -> None:
         self._records: dict[str, SessionRecord] = {}
@@ -131,15 +199,28 @@ class MemorySessionStore:
             del self._records[r.id]
         return gone
 
+    async def ping(self) -> None:
+        return None
+
+    def events(self) -> AsyncIterator[StoreEvent]:
+        return no_events()
+
+    async def put_live(self, node: str, states: list[LiveState]) -> None:
+        return None  # this process's own state is the only state
+
+    async def get_live(self, session_ids: list[str]) -> dict[str, LiveState]:
+        return {}
+
     async def close(self) -> None:
         self._records.clear()
 
 
-async def open_store(url: str) -> SessionStore:
-    """The store a ``--store`` URL names: ``memory``, or ``sqlite://PATH``.
+async def open_store(url: str, *, node: str = "") -> SessionStore:
+    """The store a ``--store`` URL names: ``memory``, ``sqlite://PATH`` or ``redis(s)://…``.
 
     ``sqlite:///var/lib/swsrs/sessions.db`` is an absolute path and
-    ``sqlite://sessions.db`` a relative one. Raises
+    ``sqlite://sessions.db`` a relative one. ``node`` names this relay in the
+    events a shared store publishes. Raises
     :class:`~swsrs.errors.StoreError` when the store cannot be used.
     """
     if url == "memory":
@@ -148,4 +229,8 @@ async def open_store(url: str) -> SessionStore:
         from swsrs.server.sqlite_store import SQLiteSessionStore
 
         return await SQLiteSessionStore.open(url[len("sqlite://") :])
+    if url.startswith(("redis://", "rediss://")):
+        from swsrs.server.redis_store import RedisSessionStore
+
+        return await RedisSessionStore.open(url, node=node)
     raise StoreError(f"unknown session store {url!r}")

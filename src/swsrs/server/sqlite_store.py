@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
 from swsrs.errors import StoreError
-from swsrs.server.sessions import SessionRecord
+from swsrs.server.sessions import LiveState, SessionRecord, StoreEvent, no_events
 
 T = TypeVar("T")
 
@@ -44,6 +44,8 @@ def _record(row: tuple[str, bytes, bytes, float, float]) -> SessionRecord:
 
 class SQLiteSessionStore:
     """A :class:`~swsrs.server.sessions.SessionStore` in one SQLite file."""
+
+    shared = False  # one relay process uses the file
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -158,6 +160,18 @@ class SQLiteSessionStore:
             return [_record(r) for r in rows]
 
         return await self._run(pop)
+
+    async def ping(self) -> None:
+        await self._run(lambda: self._conn().execute("SELECT 1").fetchone())
+
+    def events(self) -> AsyncIterator[StoreEvent]:
+        return no_events()  # one process uses the file
+
+    async def put_live(self, node: str, states: list[LiveState]) -> None:
+        return None
+
+    async def get_live(self, session_ids: list[str]) -> dict[str, LiveState]:
+        return {}
 
     async def close(self) -> None:
         def close() -> None:

@@ -32,7 +32,7 @@ from typing import Any
 from swsrs.server.channel import Channel, pair
 from swsrs.server.relay import Seat
 from swsrs.server.rendezvous import status_json
-from swsrs.server.sessions import SessionRecord
+from swsrs.server.sessions import LiveState, SessionRecord
 
 log = logging.getLogger("swsrs.workers")
 
@@ -180,6 +180,10 @@ class WorkerPool:
 
     def connected(self) -> int:
         return sum(m.initiator + m.responder for m in self.mirror.values())
+
+    def live_states(self, node: str) -> list[LiveState]:
+        return [LiveState(sid, node, m.initiator, m.responder, m.bytes_in, m.bytes_out,
+                          m.last_activity) for sid, m in self.mirror.items()]  # fmt: skip
 
     async def stop(self) -> None:
         """Ask every worker to close its peers and exit; wait for them."""
