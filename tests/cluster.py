@@ -13,8 +13,10 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import redis
 
 from .conftest import free_port
 
@@ -48,37 +50,77 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
 
 
 @dataclass
-class Redis:
-    port: int
-    proc: subprocess.Popen[bytes]
-    workdir: Path
+class RedisServer:
+    """A ``redis-server`` process of this test: no persistence, 127.0.0.1 only."""
+
+    directory: Path
+    port: int = 0
+    args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5, password=self.password())
+
+    def password(self) -> str | None:
+        return (
+            self.args[self.args.index("--requirepass") + 1]
+            if "--requirepass" in self.args
+            else None
+        )
+
+    def start(self, *, attempts: int = 5) -> None:
+        """Start on ``self.port`` (a free one if 0); a port someone took meanwhile: another."""
+        for _ in range(attempts):
+            port = self.port or free_port()
+            log = (self.directory / f"redis-{port}.log").open("ab")
+            proc = subprocess.Popen(
+                [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(self.directory), *self.args],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            deadline = time.monotonic() + 15
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    if redis.Redis(port=port, socket_timeout=1, password=self.password()).ping():
+                        self.port, self.proc = port, proc
+                        return
+                except redis.RedisError:
+                    time.sleep(0.05)
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            time.sleep(0.2)  # the same port (a restart) may take a moment to be released
+        raise RuntimeError(f"redis-server did not start on port {self.port or '(any)'}")
+
     def stop(self) -> None:
-        stop(self.proc)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
 
-
-def start_redis(workdir: Path, port: int | None = None) -> Redis:
-    """A throw-away redis-server (no persistence); ``port`` to restart one where it was."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    for _ in range(5):
-        p = port or free_port()
-        proc = subprocess.Popen(
-            [REDIS, "--bind", "127.0.0.1", "--port", str(p), "--save", "", "--appendonly", "no",
-             "--dir", str(workdir), "--logfile", str(workdir / f"redis-{p}.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            wait_port(p, proc, "redis-server")
-            return Redis(p, proc, workdir)
-        except RuntimeError:
-            stop(proc)
-            if port is not None:
-                raise
-    raise RuntimeError("could not start redis-server")
+    def dump(self) -> bytes:
+        """Every key and every value in the database, concatenated."""
+        c = self.client()
+        out = []
+        for key in c.scan_iter("*"):
+            out.append(key)
+            kind = c.type(key)
+            if kind == b"hash":
+                for k, v in c.hgetall(key).items():
+                    out += [k, v]
+            elif kind == b"zset":
+                out += [m for m, _ in c.zrange(key, 0, -1, withscores=True)]
+            elif kind == b"string":
+                out.append(c.get(key) or b"")
+        return b"\0".join(out)
 
 
 @dataclass

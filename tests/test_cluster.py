@@ -1,0 +1,145 @@
+"""Three relay nodes on one Redis store behind nginx (``deploy/nginx/swsrs.conf``).
+
+Real processes throughout: ``redis-server``, three ``swsrs serve --store redis://``
+and ``nginx`` routing ``/relay/{id}`` by a consistent hash of the path and
+everything else round-robin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from .cluster import NGINX, REDIS, Nginx, RedisServer, start_nginx
+from .conftest import Relay, start_relay
+from .test_relay import closed_with
+
+pytestmark = pytest.mark.skipif(
+    not (os.path.exists(NGINX) and os.path.exists(REDIS)),
+    reason="needs nginx and redis-server (installed by .ci/run)",
+)
+
+
+@dataclass
+class Cluster:
+    redis: RedisServer
+    nodes: list[Relay]
+    nginx: Nginx
+
+    @property
+    def front(self) -> Relay:
+        """Talk to the cluster through nginx with the Relay helpers."""
+        n = self.nodes[0]
+        return Relay(url=self.nginx.url, port=self.nginx.port, proc=n.proc, log_path=n.log_path)
+
+    def holder(self, sid: str) -> Relay:
+        """The node whose log shows the session's peers attaching."""
+        held = [n for n in self.nodes if f"attach session={sid}" in n.log()]
+        assert len(held) == 1, [n.port for n in held]
+        return held[0]
+
+
+def start_cluster(tmp_path: Path, *, round_robin: bool = False) -> Cluster:
+    (tmp_path / "redis").mkdir()
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    nodes = []
+    try:
+        for i in range(3):
+            nodes.append(start_relay(tmp_path, "--store", redis.url, "--node-id", f"node{i}"))
+        nginx = start_nginx(tmp_path / "nginx", [n.port for n in nodes], round_robin=round_robin)
+    except BaseException:
+        for n in nodes:
+            n.stop()
+        redis.stop()
+        raise
+    return Cluster(redis, nodes, nginx)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = start_cluster(tmp_path)
+    yield c
+    c.nginx.stop()
+    for n in c.nodes:
+        n.stop()
+    c.redis.stop()
+
+
+async def ws(c: Cluster, sid: str, token: str) -> ClientConnection:
+    return await connect(f"ws://127.0.0.1:{c.nginx.port}/relay/{sid}?token={token}", max_size=None)
+
+
+async def test_sessions_minted_anywhere_pair_through_nginx(cluster: Cluster) -> None:
+    front = cluster.front
+    sessions = [front.create() for _ in range(9)]  # round-robin: every node mints some
+    minted_by = {n.port for n in cluster.nodes for s in sessions if s["id"] in n.log()}
+    assert len(minted_by) == 3
+    for s in sessions:
+        a = await ws(cluster, s["id"], s["initiator_token"])
+        b = await ws(cluster, s["id"], s["responder_token"])
+        payload = os.urandom(100_000)
+        await a.send(payload)
+        assert await b.recv() == payload
+        await b.send("and back")
+        assert await a.recv() == "and back"
+        cluster.holder(s["id"])  # both peers met on exactly one node
+        # Any node, through nginx, sees the live state once the holder has flushed it.
+        n = len(payload)
+        st = front.wait_status(s["id"], lambda st, n=n: st and st["bytes_in"] == n)
+        assert st and st["state"] == "open" and st["bytes_out"] == len("and back")
+        await a.close()
+        await closed_with(b)
+
+
+async def test_delete_on_any_node_closes_the_peers(cluster: Cluster) -> None:
+    s = cluster.front.create()
+    a = await ws(cluster, s["id"], s["initiator_token"])
+    b = await ws(cluster, s["id"], s["responder_token"])
+    holder = cluster.holder(s["id"])
+    other = next(n for n in cluster.nodes if n is not holder)
+    assert other.request("DELETE", f"/admin/sessions/{s['id']}")[0] == 204
+    assert (await closed_with(a))[0] == 1000
+    assert (await closed_with(b))[0] == 1000
+    for n in cluster.nodes:
+        assert n.status(s["id"]) is None
+
+
+async def test_a_killed_node_loses_no_session(cluster: Cluster) -> None:
+    front = cluster.front
+    s = front.create()
+    a = await ws(cluster, s["id"], s["initiator_token"])
+    b = await ws(cluster, s["id"], s["responder_token"])
+    await a.send(b"before")
+    assert await b.recv() == b"before"
+    victim = cluster.holder(s["id"])
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait()
+    for peer in (a, b):
+        with pytest.raises(websockets.ConnectionClosed):
+            async with asyncio.timeout(15):
+                while True:
+                    await peer.recv()
+    # The same tokens re-attach through nginx, which now hashes them to a live node.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            a = await ws(cluster, s["id"], s["initiator_token"])
+            b = await ws(cluster, s["id"], s["responder_token"])
+            break
+        except (OSError, websockets.InvalidStatus, websockets.InvalidHandshake):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+    await a.send(b"after")
+    assert await b.recv() == b"after"
+    await a.close()
+    await closed_with(b)
