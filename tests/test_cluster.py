@@ -143,3 +143,62 @@ async def test_a_killed_node_loses_no_session(cluster: Cluster) -> None:
     assert await b.recv() == b"after"
     await a.close()
     await closed_with(b)
+
+
+@pytest.fixture
+def rr_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = start_cluster(tmp_path, round_robin=True)
+    yield c
+    c.nginx.stop()
+    for n in c.nodes:
+        n.stop()
+    c.redis.stop()
+
+
+async def test_a_round_robin_balancer_works_through_the_splice(rr_cluster: Cluster) -> None:
+    """nginx without the hash sends the two peers to different nodes: they still meet."""
+    c = rr_cluster
+    for _ in range(3):
+        s = c.front.create()
+        a = await ws(c, s["id"], s["initiator_token"])
+        b = await ws(c, s["id"], s["responder_token"])
+        blob = os.urandom(3 * 1024 * 1024)
+        await asyncio.gather(a.send(blob), b.send("small"))
+        assert await b.recv() == blob
+        assert await a.recv() == "small"
+        st = c.front.wait_status(s["id"], lambda st: st and st["bytes_in"] == 3 * 1024 * 1024)
+        assert st and st["state"] == "open"
+        await a.close()
+        assert await closed_with(b) == (1000, "peer disconnected")
+    spliced = [n for n in c.nodes if "splice session=" in n.log()]
+    assert spliced, "round-robin never sent two peers of a session to different nodes"
+
+
+async def test_a_killed_holder_is_replaced_behind_round_robin(rr_cluster: Cluster) -> None:
+    c = rr_cluster
+    s = c.front.create()
+    a = await ws(c, s["id"], s["initiator_token"])
+    b = await ws(c, s["id"], s["responder_token"])
+    await a.send(b"before")
+    assert await b.recv() == b"before"
+    holder = c.holder(s["id"])
+    holder.proc.send_signal(signal.SIGKILL)
+    holder.proc.wait()
+    for peer in (a, b):
+        with pytest.raises(websockets.ConnectionClosed):
+            async with asyncio.timeout(15):
+                while True:
+                    await peer.recv()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            a = await ws(c, s["id"], s["initiator_token"])
+            b = await ws(c, s["id"], s["responder_token"])
+            break
+        except (OSError, websockets.InvalidStatus, websockets.InvalidHandshake):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+    await a.send(b"after")
+    assert await asyncio.wait_for(b.recv(), 15) == b"after"
+    await a.close()
+    await closed_with(b)

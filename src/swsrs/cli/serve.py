@@ -89,6 +89,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "default <hostname>-<random>)",
     )
     a(
+        "--advertise-addr",
+        metavar="HOST:PORT",
+        help="where the other nodes sharing a store reach this one, for peers that a "
+        "balancer sends to the wrong node (SWSRS_ADVERTISE_ADDR, default the bound "
+        "address, or the hostname when bound to every interface)",
+    )
+    a(
         "--workers",
         metavar="N",
         help="processes serving the data plane: a number or auto = one per core "

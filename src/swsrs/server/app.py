@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -108,6 +109,7 @@ class Relay:
         self._background: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[object]] = set()
         self.addresses: list[str] = []
+        self.advertise = ""  # host:port for the other nodes (shared store only)
 
     def _forget(self, session_id: str) -> None:
         task = asyncio.get_running_loop().create_task(self.store.delete(session_id))
@@ -172,7 +174,7 @@ class Relay:
             await asyncio.sleep(FLUSH_INTERVAL)
             states = self.attachments.live_states(self.config.node_id)
             try:
-                await self.store.put_live(self.config.node_id, states)
+                await self.store.put_live(self.config.node_id, states, addr=self.advertise)
             except StoreError as exc:
                 if not failing:  # one line per outage, not one a second
                     log.warning("live state not flushed: %s; retrying every second", exc)
@@ -216,7 +218,11 @@ class Relay:
             host = f"[{host}]" if ":" in host else host
             self.addresses.append(f"{scheme}://{host}:{port}")
         self._reaper = loop.create_task(self._reap())
-        if self.store.shared:  # one node alone needs neither
+        if self.store.shared:  # one node alone needs none of this
+            plane.advertise = self.advertise = self.config.advertise_addr or _advertise(
+                self._server.sockets[0].getsockname()
+            )
+            log.info("other nodes reach this one at %s", self.advertise)
             self._background = [
                 loop.create_task(self._follow_events()),
                 loop.create_task(self._flush_live()),
@@ -292,3 +298,11 @@ async def serve(config: ServerConfig, *, on_ready: Callable[[Relay], None] | Non
     await relay.stop()
     log.info("stopped")
     return 0
+
+
+def _advertise(sockname: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    """``host:port`` of the listening socket; the hostname when it listens on every interface."""
+    host, port = sockname[0], sockname[1]
+    if host in ("0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -50,6 +50,7 @@ class ServerConfig:
     workers: int = 1
     store: str = "memory"
     node_id: str = ""  # "" until load() derives one: hostname-random
+    advertise_addr: str | None = None  # host:port where other nodes reach this one
     log_level: str = "info"
     demo: bool = False  # serve the chat example at /demo/chat.html
 
@@ -184,6 +185,12 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
             f"--node-id must be 1-128 characters of letters, digits and ._:@-, got {node_id!r}"
         )
 
+    advertise = pick("advertise_addr", "SWSRS_ADVERTISE_ADDR")
+    if advertise is not None:
+        host_part, sep, port_part = advertise.rpartition(":")
+        if not sep or not host_part or not port_part.isdigit() or not 0 < int(port_part) < 65536:
+            raise ConfigError(f"--advertise-addr must be host:port, got {advertise!r}")
+
     log_level = (pick("log_level", "SWSRS_LOG_LEVEL") or "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"--log-level must be debug, info, warning or error, got {log_level!r}")
@@ -206,6 +213,7 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
         workers=workers,
         store=store,
         node_id=node_id,
+        advertise_addr=advertise,
         log_level=log_level,
         demo=demo,
     )

@@ -31,6 +31,8 @@ from urllib.parse import parse_qs
 import httptools
 from multidict import CIMultiDict
 
+from swsrs.errors import StoreError
+from swsrs.server import splice
 from swsrs.server.cors import OriginPolicy
 from swsrs.server.pump import WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer, owned
 from swsrs.server.relay import PATH_PREFIX, SLOT_TAKEN, Refusal, Seat, admit, log_attach
@@ -71,6 +73,8 @@ class DataPlane:
         self.handoff = handoff
         self.origins = origins or OriginPolicy()  # --allowed-origins; default same-origin only
         self.handshaking: set[RelayProtocol] = set()
+        # On a store other nodes share: where they reach this node (see splice.py).
+        self.advertise: str | None = None
 
     def abort_handshakes(self) -> None:
         for p in list(self.handshaking):
@@ -106,6 +110,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
         "_timer",
         "peer",
         "plane",
+        "splice",
         "transport",
         "writing_paused",
     )
@@ -121,6 +126,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
         self._drain: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._fd = -1  # the socket, for writev (plain TCP on Python < 3.12 only)
+        self.splice: asyncio.Transport | None = None  # spliced to the session's holder node
 
     # -- asyncio callbacks -----------------------------------------------------------
 
@@ -138,12 +144,15 @@ class RelayProtocol(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         # Before the upgrade, read no more than a head's worth: what follows stays in
         # the socket, for aiohttp or for the worker that will own the connection.
-        return _BUFFER if self.peer is not None else _HEAD_BUFFER
+        return _HEAD_BUFFER if self.peer is None and self.splice is None else _BUFFER
 
     def buffer_updated(self, nbytes: int) -> None:
         peer = self.peer
         if peer is not None:  # the hot path
             peer.feed_data(_BUFFER[:nbytes])
+            return
+        if self.splice is not None:  # another node holds the session: pass bytes as they are
+            self.splice.write(bytes(_BUFFER[:nbytes]))
             return
         head = self._head
         if head is None:  # the attach is being decided; reading is paused, keep what came
@@ -172,13 +181,19 @@ class RelayProtocol(asyncio.BufferedProtocol):
         peer = self.peer
         if peer is not None:
             peer.feed_eof()
+        if self.splice is not None:
+            self.splice.close()
         self._wake_drain()
 
     def pause_writing(self) -> None:
         self.writing_paused = True
+        if self.splice is not None:
+            self.splice.pause_reading()
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        if self.splice is not None and not self.splice.is_closing():
+            self.splice.resume_reading()
         self._wake_drain()
 
     # -- what a Peer needs (FlowControl, Drainable) ----------------------------------------
@@ -286,12 +301,14 @@ class RelayProtocol(asyncio.BufferedProtocol):
         assert self.transport is not None
         self.transport.pause_reading()
         task = asyncio.get_running_loop().create_task(
-            self._attach(session_id, parsed.headers, token)
+            self._attach(session_id, parsed.headers, token, head)
         )
         _TASKS.add(task)
         task.add_done_callback(_TASKS.discard)
 
-    async def _attach(self, session_id: str, headers: CIMultiDict[str], token: str | None) -> None:
+    async def _attach(
+        self, session_id: str, headers: CIMultiDict[str], token: str | None, head: bytes
+    ) -> None:
         plane = self.plane
         assert plane.store is not None
         verdict = await admit(plane.store, session_id, headers, token, plane.origins)
@@ -302,6 +319,17 @@ class RelayProtocol(asyncio.BufferedProtocol):
             self._refuse(verdict.status, verdict.reason)
             return
         record, role = verdict
+        if plane.advertise is not None and splice.SPLICED_HEADER not in headers:
+            try:
+                if await self._spliced(record.id, head, plane.advertise):
+                    return
+            except StoreError as exc:
+                log.warning("attach to %s refused: %s", record.id, exc)
+                self._refuse(503, "session store unavailable, try again")
+                return
+            transport = self.transport
+            if transport is None or transport.is_closing():
+                return
         remote = format_addr(transport.get_extra_info("peername"))
         seat = Seat(record, role, headers["Sec-WebSocket-Key"], bytes(self._early), remote)
         self._early = bytearray()
@@ -312,6 +340,33 @@ class RelayProtocol(asyncio.BufferedProtocol):
             plane.handoff(transport, seat)
             return
         self.seat(seat)
+
+    async def _spliced(self, session_id: str, head: bytes, me: str) -> bool:
+        """Splice this connection to the node holding the session, if that is another node."""
+        store = self.plane.store
+        assert store is not None
+        holder = await store.claim(session_id, me)
+        if holder == me:
+            return False
+        link = await splice.connect(self, holder, head + bytes(self._early))
+        if link is None:  # the holder is gone: this node takes the session over
+            holder = await store.claim(session_id, me, replacing=holder)
+            if holder == me:
+                return False
+            link = await splice.connect(self, holder, head + bytes(self._early))
+            if link is None:
+                self._refuse(503, "the relay node holding this session is unreachable")
+                return True
+        if self.transport is None or self.transport.is_closing():
+            link.close()
+            return True
+        self._handshake_over()
+        self._head = None
+        self._early = bytearray()
+        self.splice = link
+        log.info("splice session=%s to %s", session_id, holder)
+        self.transport.resume_reading()
+        return True
 
     def seat(self, seat: Seat) -> None:
         """Take the session's slot (or refuse 409), answer 101 and start forwarding."""

@@ -52,9 +52,20 @@ log = logging.getLogger("swsrs.store")
 
 DEFAULT_PREFIX = "swsrs:"
 TIMEOUT = 2.0  # seconds: connect and every read; nothing waits longer on Redis
-LIVE_TTL = 10  # seconds a node's live state outlives its last flush
+LIVE_TTL = 10  # seconds a node's live state (and its claim on a session) outlives its last flush
 RESUBSCRIBE_DELAY = 1.0
 POP_BATCH = 1000  # expired ids one reaper pass takes at most
+
+# KEYS: owner; ARGV: addr, ttl ms, replacing. Who holds a session's peers: the
+# first node a peer reaches claims it; a holder found unreachable may be replaced.
+_CLAIM = """
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or cur == ARGV[1] or (ARGV[3] ~= '' and cur == ARGV[3]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+  return ARGV[1]
+end
+return cur
+"""
 
 # KEYS: session, expiry, live, events; ARGV: id, now, node.
 _DELETE = """
@@ -187,6 +198,7 @@ class RedisSessionStore:
             retry_on_error=[ConnectionError, RedisTimeout],
         )
         self._delete = self._redis.register_script(_DELETE)
+        self._claim = self._redis.register_script(_CLAIM)
         self._pop_expired = self._redis.register_script(_POP_EXPIRED)
         self._closed = asyncio.Event()
 
@@ -323,11 +335,24 @@ class RedisSessionStore:
         log.warning("session store: ignoring a malformed event (%d bytes)", len(data))
         return None
 
-    async def put_live(self, node: str, states: list[LiveState]) -> None:
+    async def claim(self, session_id: str, addr: str, *, replacing: str = "") -> str:
+        with self._fault():
+            owner = await self._claim(
+                keys=[self._key("owner:", session_id)], args=[addr, LIVE_TTL * 1000, replacing]
+            )
+        return owner.decode() if isinstance(owner, bytes) else str(owner)
+
+    async def put_live(self, node: str, states: list[LiveState], *, addr: str = "") -> None:
         if not states:
             return
         async with self._redis.pipeline(transaction=False) as p:
             for s in states:
+                if addr and (s.initiator or s.responder):
+                    await self._claim(
+                        keys=[self._key("owner:", s.sid)],
+                        args=[addr, LIVE_TTL * 1000, ""],
+                        client=p,
+                    )
                 key = self._key("live:", s.sid)
                 p.hset(key, mapping={"node": node, "i": int(s.initiator), "r": int(s.responder),
                                      "in": s.bytes_in, "out": s.bytes_out,

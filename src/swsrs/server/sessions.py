@@ -155,8 +155,18 @@ class SessionStore(Protocol):
         """
         ...
 
-    async def put_live(self, node: str, states: list[LiveState]) -> None:
-        """Record, in one batch, the live state of the sessions ``node`` holds."""
+    async def put_live(self, node: str, states: list[LiveState], *, addr: str = "") -> None:
+        """Record, in one batch, the live state of the sessions ``node`` holds; with ``addr``
+        (where other nodes reach it), also renew its claim on those with a peer attached."""
+        ...
+
+    async def claim(self, session_id: str, addr: str, *, replacing: str = "") -> str:
+        """Become the node that holds ``session_id``'s peers, reachable at ``addr``, unless
+        another node already is: return the holder's address (``addr`` if it is this node).
+
+        ``replacing`` names a holder found unreachable, whose claim may be taken.
+        A store nobody else shares always answers ``addr``.
+        """
         ...
 
     async def get_live(self, session_ids: list[str]) -> dict[str, LiveState]:
@@ -205,8 +215,11 @@ class MemorySessionStore:
     def events(self) -> AsyncIterator[StoreEvent]:
         return no_events()
 
-    async def put_live(self, node: str, states: list[LiveState]) -> None:
+    async def put_live(self, node: str, states: list[LiveState], *, addr: str = "") -> None:
         return None  # this process's own state is the only state
+
+    async def claim(self, session_id: str, addr: str, *, replacing: str = "") -> str:
+        return addr
 
     async def get_live(self, session_ids: list[str]) -> dict[str, LiveState]:
         return {}
