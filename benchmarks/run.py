@@ -25,9 +25,11 @@ import argparse
 import asyncio
 import json
 import shlex
+import shutil
 import socket
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -52,8 +54,10 @@ from loadgen import (
 )
 from subjects import (
     Direct,
+    RedisServer,
     Relay,
     Socat,
+    SplicePair,
     Subject,
     Tunnel,
     raise_nofile,
@@ -130,6 +134,13 @@ class Bench:
         self.notes = notes
         self.started: dict[str, Subject] = {}
         self.workers = swsrs_has_workers()
+        self.redis: RedisServer | None = None
+        self._store_dir: str | None = None
+
+    def _redis_url(self) -> str:
+        if self.redis is None:
+            self.redis = RedisServer()
+        return self.redis.url
 
     # -- subjects, started once and reused across rounds -----------------------------------
 
@@ -144,6 +155,13 @@ class Bench:
                 s = start_swsrs()
             elif name.startswith("swsrs --workers "):
                 s = start_swsrs(workers=int(name.rsplit(" ", 1)[1]))
+            elif name == "swsrs sqlite":
+                self._store_dir = self._store_dir or tempfile.mkdtemp(prefix="swsrs-bench-")
+                s = start_swsrs(store=f"sqlite://{self._store_dir}/sessions.db", name=name)
+            elif name == "swsrs redis":
+                s = start_swsrs(store=self._redis_url(), name=name)
+            elif name == "swsrs splice":
+                s = SplicePair(self._redis_url())
             elif name == "naive":
                 s = start_naive()
             elif name == "direct WS":
@@ -169,6 +187,12 @@ class Bench:
             except Exception as exc:
                 print(f"stopping {s.name}: {exc}", file=sys.stderr)
         self.started.clear()
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+        if self._store_dir is not None:
+            shutil.rmtree(self._store_dir, ignore_errors=True)
+            self._store_dir = None
 
     # -- workloads -------------------------------------------------------------------------
 
@@ -246,14 +270,14 @@ class Bench:
                 "W6",
                 "W6 admin creates, 16 at once",
                 "create",
-                ["swsrs"],
+                ["swsrs", *self.stores],
                 lambda s: self.creates(s, z.creates),
             ),
             Workload(
                 "W7",
                 "W7 pairing latency",
                 "pair",
-                ["swsrs", "naive"],
+                ["swsrs", *self.stores, "naive"],
                 lambda s: self.pairing(s, z.pair_latency, 1),
                 pair_lat,
             ),
@@ -266,7 +290,22 @@ class Bench:
                 pair_lat,
             ),
         ]
+        if "swsrs redis" in self.stores:
+            out.append(
+                Workload(
+                    "W8",
+                    "W8 splice, 64 KiB msgs",
+                    "byte",
+                    ["swsrs redis", "swsrs splice"],
+                    lambda s: self.bulk(s, 64 * 1024, z.bulk),
+                )
+            )
         return out
+
+    @property
+    def stores(self) -> list[str]:
+        """Session stores to compare (W6, W7): SQLite always, Redis where it is installed."""
+        return ["swsrs sqlite"] + (["swsrs redis"] if shutil.which("redis-server") else [])
 
     def bulk(
         self, name: str, size: int, total: int, *, both: bool = False, pairs: int = 1

@@ -221,7 +221,7 @@ class Relay(Subject):
                 c.kill()
 
 
-def swsrs_argv(port: int, workers: int | None = None) -> list[str]:
+def swsrs_argv(port: int, workers: int | None = None, store: str | None = None) -> list[str]:
     argv = [
         *SWSRS_CMD,
         "serve",
@@ -233,13 +233,71 @@ def swsrs_argv(port: int, workers: int | None = None) -> list[str]:
     ]
     if workers is not None:
         argv += ["--workers", str(workers)]
+    if store is not None:
+        argv += ["--store", store]
     return argv
 
 
-def start_swsrs(workers: int | None = None) -> Relay:
+def start_swsrs(workers: int | None = None, store: str | None = None, name: str = "") -> Relay:
     port = free_port()
-    name = "swsrs" if workers is None else f"swsrs --workers {workers}"
-    return Relay(name, swsrs_argv(port, workers), port, sessions=True)
+    name = name or ("swsrs" if workers is None else f"swsrs --workers {workers}")
+    return Relay(name, swsrs_argv(port, workers, store), port, sessions=True)
+
+
+class RedisServer:
+    """A throw-away ``redis-server`` on 127.0.0.1 (no persistence) for the store rows."""
+
+    def __init__(self) -> None:
+        exe = shutil.which("redis-server") or "/usr/sbin/redis-server"
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="swsrs-bench-redis-")
+        self.proc = subprocess.Popen(
+            [exe, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_port(self.port, self.proc)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SplicePair(Subject):
+    """Two swsrs nodes on one Redis; peer A attaches to node 1, peer B to node 2, so node 2
+    splices B to node 1 (the path a round-robin balancer gives half the peers)."""
+
+    kind = "server"
+
+    def __init__(self, redis_url: str) -> None:
+        self.name = "swsrs splice"
+        self.one = start_swsrs(store=redis_url, name="splice node 1")
+        try:
+            self.two = start_swsrs(store=redis_url, name="splice node 2")
+        except BaseException:
+            self.one.stop()
+            raise
+
+    def open_link(self) -> Link:
+        path, ta, tb = self.one.create()
+        a, pre_a = ws_open(self.one.port, path, ta)
+        try:
+            b, pre_b = ws_open(self.two.port, path, tb)
+        except BaseException:
+            hard_close(a)
+            raise
+        return Link(a, b, "server", pre_a, pre_b)
+
+    def cpu(self) -> float:
+        return self.one.cpu() + self.two.cpu()
+
+    def stop(self) -> None:
+        self.one.stop()
+        self.two.stop()
 
 
 def start_naive() -> Relay:
