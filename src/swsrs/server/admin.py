@@ -14,7 +14,7 @@ from aiohttp import web
 
 from swsrs.errors import StoreError
 from swsrs.server.config import ServerConfig
-from swsrs.server.rendezvous import Attachments, rfc3339, status_json
+from swsrs.server.rendezvous import Attachments, rfc3339, status_reported
 from swsrs.server.sessions import LiveState, SessionRecord, SessionStore, mint
 from swsrs.wire.frames import CLOSE_NORMAL
 
@@ -104,14 +104,7 @@ class AdminAPI:
             or local["responder_connected"]
         ):
             return local
-        return status_json(
-            record,
-            initiator=remote.initiator,
-            responder=remote.responder,
-            bytes_in=remote.bytes_in,
-            bytes_out=remote.bytes_out,
-            last_activity=remote.last_activity or record.created_at,
-        )
+        return status_reported(record, remote)
 
     def routes(self) -> list[web.RouteDef]:
         return [

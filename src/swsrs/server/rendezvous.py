@@ -55,6 +55,33 @@ def status_json(
     }
 
 
+class Reported(Protocol):
+    """A session's live state as reported from elsewhere (a worker, another node)."""
+
+    @property
+    def initiator(self) -> bool: ...
+    @property
+    def responder(self) -> bool: ...
+    @property
+    def bytes_in(self) -> int: ...
+    @property
+    def bytes_out(self) -> int: ...
+    @property
+    def last_activity(self) -> float: ...
+
+
+def status_reported(record: SessionRecord, r: Reported) -> dict[str, Any]:
+    """:func:`status_json` from a reported live state (no activity yet: the creation time)."""
+    return status_json(
+        record,
+        initiator=r.initiator,
+        responder=r.responder,
+        bytes_in=r.bytes_in,
+        bytes_out=r.bytes_out,
+        last_activity=r.last_activity or record.created_at,
+    )
+
+
 class Attachments(Protocol):
     """Who is attached to which session, as the admin API and the server's lifecycle see it.
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from swsrs.server.channel import Channel, pair
 from swsrs.server.relay import Seat
-from swsrs.server.rendezvous import status_json
+from swsrs.server.rendezvous import status_reported
 from swsrs.server.sessions import LiveState, SessionRecord
 
 log = logging.getLogger("swsrs.workers")
@@ -155,15 +155,7 @@ class WorkerPool:
     # -- Attachments -------------------------------------------------------------
 
     def status(self, record: SessionRecord) -> dict[str, Any]:
-        m = self.mirror.get(record.id) or Mirror(last_activity=record.created_at)
-        return status_json(
-            record,
-            initiator=m.initiator,
-            responder=m.responder,
-            bytes_in=m.bytes_in,
-            bytes_out=m.bytes_out,
-            last_activity=m.last_activity or record.created_at,
-        )
+        return status_reported(record, self.mirror.get(record.id) or Mirror())
 
     def end(self, session_id: str, code: int, reason: str) -> Mirror | None:
         self.owner(session_id).send(
