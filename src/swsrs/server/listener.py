@@ -125,7 +125,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
         self._early = bytearray()  # bytes after the head, sent before the 101 (pipelined frames)
         self._drain: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._fd = -1  # the socket, for writev (plain TCP on Python < 3.12 only)
+        self._fd = -1  # the socket, for writev straight from the read buffer (plain TCP only)
         self.splice: asyncio.Transport | None = None  # spliced to the session's holder node
 
     # -- asyncio callbacks -----------------------------------------------------------
