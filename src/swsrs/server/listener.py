@@ -107,6 +107,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
         "_early",
         "_fd",
         "_head",
+        "_splice_fd",
         "_timer",
         "peer",
         "plane",
@@ -127,6 +128,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._fd = -1  # the socket, for writev straight from the read buffer (plain TCP only)
         self.splice: asyncio.Transport | None = None  # spliced to the session's holder node
+        self._splice_fd = -1
 
     # -- asyncio callbacks -----------------------------------------------------------
 
@@ -152,7 +154,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
             peer.feed_data(_BUFFER[:nbytes])
             return
         if self.splice is not None:  # another node holds the session: pass bytes as they are
-            self.splice.write(bytes(_BUFFER[:nbytes]))
+            write_through(self.splice, self._splice_fd, (_BUFFER[:nbytes],))
             return
         head = self._head
         if head is None:  # the attach is being decided; reading is paused, keep what came
@@ -207,39 +209,9 @@ class RelayProtocol(asyncio.BufferedProtocol):
             self.transport.resume_reading()
 
     def writelines(self, parts: Sequence[Chunk]) -> None:
-        """Write forwarded frames straight from the read buffer with one ``writev``.
-
-        ``parts`` may view the shared read buffer (the C fast path re-frames
-        messages in place), so this is the socat-like path: read, unmask in
-        place, ``writev``, no copy in between. While the transport has nothing
-        queued, writing to its socket directly is what ``write`` itself would
-        do; whatever the socket does not take is copied and given to the
-        transport, which keeps the order and the flow control as usual.
-        (Before Python 3.12 ``Transport.writelines`` would also join the parts
-        into a new ``bytes``.)
-        """
-        transport = self.transport
-        assert transport is not None
-        if (
-            self._fd < 0
-            or len(parts) > _WRITEV_MAX_PARTS
-            or transport.get_write_buffer_size()
-            or transport.is_closing()
-        ):
-            transport.writelines(owned(parts))
-            return
-        try:
-            n = os.writev(self._fd, parts)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError:  # the transport meets the same error and reports it
-            transport.writelines(owned(parts))
-            return
-        for i, part in enumerate(parts):
-            if n < len(part):
-                transport.writelines(owned([part[n:], *parts[i + 1 :]]))
-                return
-            n -= len(part)
+        """Write forwarded frames to this client (see :func:`write_through`)."""
+        assert self.transport is not None
+        write_through(self.transport, self._fd, parts)
 
     async def drain(self) -> None:
         if not self.writing_paused or self.transport is None or self.transport.is_closing():
@@ -348,12 +320,12 @@ class RelayProtocol(asyncio.BufferedProtocol):
         holder = await store.claim(session_id, me)
         if holder == me:
             return False
-        link = await splice.connect(self, holder, head + bytes(self._early))
+        link = await splice.connect(self, holder, head + bytes(self._early), _BUFFER)
         if link is None:  # the holder is gone: this node takes the session over
             holder = await store.claim(session_id, me, replacing=holder)
             if holder == me:
                 return False
-            link = await splice.connect(self, holder, head + bytes(self._early))
+            link = await splice.connect(self, holder, head + bytes(self._early), _BUFFER)
             if link is None:
                 self._refuse(503, "the relay node holding this session is unreachable")
                 return True
@@ -364,6 +336,8 @@ class RelayProtocol(asyncio.BufferedProtocol):
         self._head = None
         self._early = bytearray()
         self.splice = link
+        self._splice_fd = socket_fd(link)
+        self._fd = socket_fd(self.transport)
         log.info("splice session=%s to %s", session_id, holder)
         self.transport.resume_reading()
         return True
@@ -374,9 +348,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
         assert transport is not None
         plane = self.plane
         live = plane.rendezvous.session(seat.record)
-        sock = transport.get_extra_info("socket")
-        if _WRITEV and sock is not None and transport.get_extra_info("sslcontext") is None:
-            self._fd = sock.fileno()
+        self._fd = socket_fd(transport)
         peer = Peer(
             live,
             seat.role,
@@ -402,6 +374,49 @@ class RelayProtocol(asyncio.BufferedProtocol):
             peer.feed_data(seat.early)
         if not peer.read_paused and peer.state == 0:
             transport.resume_reading()
+
+
+def write_through(transport: asyncio.Transport, fd: int, parts: Sequence[Chunk]) -> None:
+    """Write ``parts`` straight from the read buffer with one ``writev``.
+
+    ``parts`` may view the shared read buffer (the C fast path re-frames
+    messages in place; a splice passes bytes as read), so this is the
+    socat-like path: read, (unmask in place,) ``writev``, no copy in between.
+    While the transport has nothing queued, writing to its socket directly is
+    what ``write`` itself would do; whatever the socket does not take is
+    copied and given to the transport, which keeps the order and the flow
+    control as usual. ``fd`` is -1 where that is not possible (TLS).
+    (Before Python 3.12 ``Transport.writelines`` would also join the parts
+    into a new ``bytes``.)
+    """
+    if (
+        fd < 0
+        or len(parts) > _WRITEV_MAX_PARTS
+        or transport.get_write_buffer_size()
+        or transport.is_closing()
+    ):
+        transport.writelines(owned(parts))
+        return
+    try:
+        n = os.writev(fd, parts)
+    except (BlockingIOError, InterruptedError):
+        n = 0
+    except OSError:  # the transport meets the same error and reports it
+        transport.writelines(owned(parts))
+        return
+    for i, part in enumerate(parts):
+        if n < len(part):
+            transport.writelines(owned([part[n:], *parts[i + 1 :]]))
+            return
+        n -= len(part)
+
+
+def socket_fd(transport: asyncio.BaseTransport) -> int:
+    """The transport's socket for :func:`write_through`, or -1 (TLS, no socket)."""
+    sock = transport.get_extra_info("socket")
+    if not _WRITEV or sock is None or transport.get_extra_info("sslcontext") is not None:
+        return -1
+    return int(sock.fileno())
 
 
 _TASKS: set[asyncio.Task[None]] = set()  # attach checks in flight (they are short)

@@ -40,20 +40,25 @@ def split_addr(addr: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class Splice(asyncio.Protocol):
-    """The connection to the node holding the session: its bytes go to the client as they are."""
+class Splice(asyncio.BufferedProtocol):
+    """The connection to the node holding the session: its bytes go to the client as they are,
+    read into the listener's shared buffer and written from it (``RelayProtocol.writelines``)."""
 
-    def __init__(self, client: RelayProtocol) -> None:
+    def __init__(self, client: RelayProtocol, buffer: memoryview) -> None:
         self.client = client
+        self.buffer = buffer
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self.client.transport is not None:
-            self.client.transport.write(data)
+            self.client.writelines((self.buffer[:nbytes],))
 
     def eof_received(self) -> bool | None:
         return None
@@ -73,13 +78,15 @@ class Splice(asyncio.Protocol):
             self.client.transport.resume_reading()
 
 
-async def connect(client: RelayProtocol, holder: str, head: bytes) -> asyncio.Transport | None:
+async def connect(
+    client: RelayProtocol, holder: str, head: bytes, buffer: memoryview
+) -> asyncio.Transport | None:
     """Open the splice to ``holder`` and send it ``head``; ``None`` if it cannot be reached."""
     loop = asyncio.get_running_loop()
     try:
         host, port = split_addr(holder)
         transport, _ = await asyncio.wait_for(
-            loop.create_connection(lambda: Splice(client), host, port), CONNECT_TIMEOUT
+            loop.create_connection(lambda: Splice(client, buffer), host, port), CONNECT_TIMEOUT
         )
     except (OSError, ValueError, TimeoutError) as exc:
         log.warning("session holder %s unreachable: %s", holder, exc)
