@@ -50,13 +50,13 @@ CLOSE_INTERNAL: Final = 1011
 _VALID_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
 
 
-def _py_apply_mask(data: bytes | memoryview, mask: bytes) -> bytes:
+def _py_apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     n = len(data)
     key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
     return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
 
 
-def apply_mask(data: bytes | memoryview, mask: bytes) -> bytes:
+def apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     """XOR ``data`` with the 4-byte ``mask`` (RFC 6455 5.3)."""
     if _c_apply_mask is not None:
         return _c_apply_mask(data, mask)
