@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from .cluster import NGINX, REDIS, Nginx, RedisServer, start_nginx
 from .conftest import Relay, start_relay
-from .test_relay import closed_with
+from .test_relay import closed_with, upgrade_head
 
 pytestmark = pytest.mark.skipif(
     not (os.path.exists(NGINX) and os.path.exists(REDIS)),
@@ -181,3 +181,25 @@ async def test_a_round_robin_balancer_works_through_the_splice(rr_cluster: Clust
 async def test_a_killed_holder_is_replaced_behind_round_robin(rr_cluster: Cluster) -> None:
     """The first node a peer reaches takes the dead holder's claim; the other peer is spliced."""
     await kill_holder_then_reattach(rr_cluster)
+
+
+async def test_keepalive_upgrade_on_a_non_holder_asks_for_a_new_connection(
+    cluster: Cluster,
+) -> None:
+    """aiohttp owns a reused connection, so it cannot be spliced: 503, and a fresh one works."""
+    one, two = cluster.nodes[0], cluster.nodes[1]
+    s = one.create()
+    a = await connect(f"{one.ws_url}/relay/{s['id']}?token={s['initiator_token']}")
+    r, w = await asyncio.open_connection("127.0.0.1", two.port)
+    w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b" 200 " in await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+    await r.readexactly(2)
+    w.write(upgrade_head(s["id"], s["responder_token"]))
+    head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+    assert b" 503 " in head.split(b"\r\n")[0], head
+    w.close()
+    b = await connect(f"{two.ws_url}/relay/{s['id']}?token={s['responder_token']}")
+    await a.send(b"spliced")
+    assert await b.recv() == b"spliced"
+    await a.close()
+    await closed_with(b)

@@ -92,7 +92,9 @@ class Relay:
         self.authorizer: Authorizer = authorizer or NoAuth()
         self.origins = origins = OriginPolicy(config.allowed_origins)
         self.app = web.Application(middlewares=[cors_middleware(origins)])
-        relay = RelayHandler(self.store, self.rendezvous, handoff, origins=origins)
+        relay = self._relay_route = RelayHandler(
+            self.store, self.rendezvous, handoff, origins=origins
+        )
         self.app.add_routes(
             [
                 web.get("/healthz", _healthz),
@@ -222,6 +224,7 @@ class Relay:
             plane.advertise = self.advertise = self.config.advertise_addr or _advertise(
                 self._server.sockets[0].getsockname()
             )
+            self._relay_route.advertise = self.advertise
             log.info("other nodes reach this one at %s", self.advertise)
             self._background = [
                 loop.create_task(self._follow_events()),

@@ -24,6 +24,7 @@ from swsrs.server.cors import OriginPolicy, origin_refusal
 from swsrs.server.pump import WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer
 from swsrs.server.rendezvous import Rendezvous
 from swsrs.server.sessions import Role, SessionRecord, SessionStore
+from swsrs.server.splice import SPLICED_HEADER
 from swsrs.wire.handshake import accept_key, check_upgrade
 
 log = logging.getLogger("swsrs.relay")
@@ -113,6 +114,7 @@ class RelayHandler:
         self.rendezvous = rendezvous
         self.handoff = handoff  # --workers: the session's worker seats the connection
         self.origins = origins
+        self.advertise: str | None = None  # set at start on a shared store (see splice.py)
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         verdict = await admit(
@@ -125,6 +127,21 @@ class RelayHandler:
         if isinstance(verdict, Refusal):
             return web.Response(status=verdict.status, text=verdict.reason + "\n")
         record, role = verdict
+        if self.advertise is not None and SPLICED_HEADER not in request.headers:
+            try:
+                holder = await self.store.claim(record.id, self.advertise)
+            except StoreError as exc:
+                log.warning("attach to %s refused: %s", record.id, exc)
+                return web.Response(status=503, text="session store unavailable, try again\n")
+            if holder != self.advertise:
+                # Splicing needs the raw connection, which aiohttp owns here; a new
+                # connection is spliced by the listener.
+                return web.Response(
+                    status=503,
+                    text="this session is held by another relay node: "
+                    "retry the upgrade on a new connection\n",
+                    headers={"Connection": "close", "Retry-After": "0"},
+                )
         transport = request.transport
         if transport is None:
             return web.Response(status=400, text="connection already closed\n")
