@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import struct
 from typing import Any
 
@@ -469,4 +470,68 @@ async def test_backpressure_stalled_reader_keeps_relay_memory_flat(relay: Relay)
     growth = max(rss_stalled, rss_after) - rss_before
     assert growth < 64 * 1024 * 1024, f"relay RSS grew by {growth / 2**20:.1f} MiB"
     await a.close()
+    w.close()
+
+
+# -- clients that do not read ------------------------------------------------------------------
+
+
+async def test_a_ping_flood_from_a_client_that_never_reads_keeps_memory_flat(relay: Relay) -> None:
+    """Pongs stop while the client does not read them; the relay's memory stays flat."""
+    proc = psutil.Process(relay.proc.pid)
+    s = relay.create()
+    _r, w, head = await raw_open(relay, f"/relay/{s['id']}", s["initiator_token"])
+    assert b" 101 " in head
+    rss_before = proc.memory_info().rss
+    ping = masked(True, 0x9, b"p" * 125)
+    sent = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while loop.time() < deadline and sent < 300 * 1024 * 1024:
+        w.write(ping * 4096)
+        sent += len(ping) * 4096
+        try:
+            await asyncio.wait_for(w.drain(), 1)
+        except TimeoutError:
+            break  # the relay stopped reading us: backpressure, fine too
+    growth = proc.memory_info().rss - rss_before
+    assert growth < 64 * 1024 * 1024, f"relay RSS grew by {growth / 2**20:.1f} MiB ({sent} B sent)"
+    w.transport.abort()
+
+
+async def test_a_closing_client_that_never_reads_is_cut_and_frees_its_slot(relay: Relay) -> None:
+    """A client sends its close frame but never reads our queued bytes nor our answer:
+    the relay does not wait for it forever (asyncio's close waits for the buffer)."""
+    proc = psutil.Process(relay.proc.pid)
+    s = relay.create()
+    _r, w, head = await raw_open(relay, f"/relay/{s['id']}", s["initiator_token"])
+    assert b" 101 " in head
+    w.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    a_port = w.transport.get_extra_info("sockname")[1]
+    _rb, wb, head = await raw_open(relay, f"/relay/{s['id']}", s["responder_token"])
+    assert b" 101 " in head
+    wb.write(masked(True, 2, os.urandom(1 << 20)) * 24)  # more than all the buffers on the way
+    await asyncio.sleep(1)
+    w.write(masked(True, 0x8, struct.pack("!H", 1000)))
+    await w.drain()
+    relay.wait_status(s["id"], lambda st: not st["initiator_connected"])
+
+    def held() -> bool:
+        return any(c.raddr and c.raddr.port == a_port for c in proc.net_connections("tcp"))
+
+    async with asyncio.timeout(30):  # CLOSE_TIMEOUT is 5 s
+        while held():  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+    w.transport.abort()
+    wb.transport.abort()
+
+
+async def test_a_half_closed_client_releases_its_slot_at_once(relay: Relay) -> None:
+    s = relay.create()
+    _r, w, head = await raw_open(relay, f"/relay/{s['id']}", s["initiator_token"])
+    assert b" 101 " in head
+    b = await attach(relay, s["id"], s["responder_token"])
+    w.write_eof()  # FIN without a close frame, and never read again
+    assert await closed_with(b) == (1000, "peer disconnected")
+    relay.wait_status(s["id"], lambda st: st["state"] == "pending")
     w.close()

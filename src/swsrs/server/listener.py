@@ -34,7 +34,7 @@ from multidict import CIMultiDict
 from swsrs.errors import StoreError
 from swsrs.server import splice
 from swsrs.server.cors import OriginPolicy
-from swsrs.server.pump import WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer, owned
+from swsrs.server.pump import CLOSE_TIMEOUT, WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer, owned
 from swsrs.server.relay import PATH_PREFIX, SLOT_TAKEN, Refusal, Seat, admit, log_attach
 from swsrs.server.rendezvous import Rendezvous
 from swsrs.server.sessions import SessionStore
@@ -176,7 +176,14 @@ class RelayProtocol(asyncio.BufferedProtocol):
         self._upgrade(bytes(head[: end + 4]))
 
     def eof_received(self) -> bool | None:
-        return None  # close the transport; connection_lost follows
+        # The client half-closed: a WebSocket has no half-close, so its peer is gone now
+        # (slot released, counterpart told). The transport closes once what is queued
+        # is written, or after CLOSE_TIMEOUT if the client does not read it.
+        if self.peer is not None:
+            self.peer.feed_eof()
+        if self.transport is not None:
+            asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.transport.abort)
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._handshake_over()
@@ -291,9 +298,10 @@ class RelayProtocol(asyncio.BufferedProtocol):
             self._refuse(verdict.status, verdict.reason)
             return
         record, role = verdict
-        if plane.advertise is not None and splice.SPLICED_HEADER not in headers:
+        if plane.advertise is not None:
+            forward = splice.SPLICED_HEADER not in headers  # a spliced attach is never re-spliced
             try:
-                if await self._spliced(record.id, head, plane.advertise):
+                if await self._spliced(record.id, head, plane.advertise, forward):
                     return
             except StoreError as exc:
                 log.warning("attach to %s refused: %s", record.id, exc)
@@ -313,13 +321,20 @@ class RelayProtocol(asyncio.BufferedProtocol):
             return
         self.seat(seat)
 
-    async def _spliced(self, session_id: str, head: bytes, me: str) -> bool:
-        """Splice this connection to the node holding the session, if that is another node."""
+    async def _spliced(self, session_id: str, head: bytes, me: str, forward: bool) -> bool:
+        """Splice this connection to the node holding the session, if that is another node.
+
+        A connection another node spliced here (``forward`` false) is seated only if
+        this node really holds the session: the header alone proves nothing.
+        """
         store = self.plane.store
         assert store is not None
         holder = await store.claim(session_id, me)
         if holder == me:
             return False
+        if not forward:
+            self._refuse(503, "this session moved to another relay node: retry")
+            return True
         link = await splice.connect(self, holder, head + bytes(self._early), _BUFFER)
         if link is None:  # the holder is gone: this node takes the session over
             holder = await store.claim(session_id, me, replacing=holder)

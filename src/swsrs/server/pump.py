@@ -256,8 +256,10 @@ class Peer:
         self.fwd.controls = []
         for opcode, payload in controls:
             if opcode == OP_PING:
-                if self.state == _OPEN:
-                    self._send_control(control_frame(OP_PONG, payload))
+                # A client that does not read what we send gets no more pongs: answering
+                # every ping of one that only sends would queue them without bound.
+                if self.state == _OPEN and not self.flow.writing_paused:
+                    self._send_control(control_frame(OP_PONG, payload), droppable=True)
             elif opcode == OP_CLOSE:
                 try:
                     code, reason = parse_close(payload)
@@ -268,21 +270,33 @@ class Peer:
                     # The client starts the close: answer it, then release the counterpart.
                     reply = b"" if code == CLOSE_NO_STATUS else close_payload(code)
                     self._send_control(control_frame(OP_CLOSE, reply))
-                    self.transport.close()
+                    self._close_transport()
                     self._release_counterpart()
                     self._finish(f"closed by client ({code}{' ' + reason if reason else ''})")
                 elif self.state == _CLOSING:
-                    self.transport.close()  # the answer to our close: done
+                    self._close_transport()  # the answer to our close: done
                     self._finish(None)
                 return
             # pongs need nothing
 
-    def _send_control(self, frame: bytes) -> None:
-        """Write a frame of the relay's own to this client, between forwarded frames."""
+    def _send_control(self, frame: bytes, *, droppable: bool = False) -> None:
+        """Write a frame of the relay's own to this client, between forwarded frames.
+
+        A ``droppable`` frame (a pong) is not queued behind another one: RFC 6455
+        lets a pong answer only the latest ping.
+        """
         other = self.counterpart
-        if other is not None and other.fwd.send_between_frames(frame):
+        if other is not None and other.fwd.mid_frame:
+            if not (droppable and other.fwd.queued):
+                other.fwd.send_between_frames(frame)
             return
         self.transport.write(frame)
+
+    def _close_transport(self) -> None:
+        """Close after what is queued is written, but never wait longer than CLOSE_TIMEOUT
+        for a client that does not read (asyncio's close waits for the buffer to drain)."""
+        self.transport.close()
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.transport.abort)
 
     def close(self, code: int, reason: str) -> None:
         """The relay closes this client (peer left, DELETE, expiry, peer-wait, shutdown)."""

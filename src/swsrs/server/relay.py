@@ -24,7 +24,6 @@ from swsrs.server.cors import OriginPolicy, origin_refusal
 from swsrs.server.pump import WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer
 from swsrs.server.rendezvous import Rendezvous
 from swsrs.server.sessions import Role, SessionRecord, SessionStore
-from swsrs.server.splice import SPLICED_HEADER
 from swsrs.wire.handshake import accept_key, check_upgrade
 
 log = logging.getLogger("swsrs.relay")
@@ -127,7 +126,7 @@ class RelayHandler:
         if isinstance(verdict, Refusal):
             return web.Response(status=verdict.status, text=verdict.reason + "\n")
         record, role = verdict
-        if self.advertise is not None and SPLICED_HEADER not in request.headers:
+        if self.advertise is not None:
             try:
                 holder = await self.store.claim(record.id, self.advertise)
             except StoreError as exc:

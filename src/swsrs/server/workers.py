@@ -37,6 +37,7 @@ from swsrs.server.sessions import LiveState, SessionRecord
 log = logging.getLogger("swsrs.workers")
 
 STOP_TIMEOUT = 10.0
+RESTART_PAUSE = 1.0  # seconds before restarting a worker that died right after starting
 LATE_REPORTS = 10.0  # how long reports about an ended session are ignored
 
 
@@ -59,6 +60,7 @@ class WorkerHandle:
         self.index = index
         self.proc: subprocess.Popen[bytes] | None = None
         self.channel: Channel | None = None
+        self.started = 0.0
 
     def spawn(self) -> None:
         front, child = pair()
@@ -68,6 +70,7 @@ class WorkerHandle:
             pass_fds=(child.fileno(),),
         )
         child.close()
+        self.started = time.monotonic()
         self.channel = Channel(front, self._message, self._gone)
         log.info("worker %d started (pid %d)", self.index, self.proc.pid)
 
@@ -95,8 +98,9 @@ class WorkerHandle:
         proc = self.proc
         code = None
         if proc is not None:
-            code = proc.poll()
-            if code is None:  # alive but deaf: replace it
+            try:
+                code = proc.wait(0.5)  # it closed its channel: it is exiting
+            except subprocess.TimeoutExpired:  # alive but deaf: replace it
                 proc.kill()
                 code = proc.wait()
         pool = self.pool
@@ -105,9 +109,15 @@ class WorkerHandle:
             m.initiator = m.responder = False
         if pool.stopping:
             return
+        # A worker that dies at once is restarted after a pause, not in a tight loop.
+        delay = RESTART_PAUSE if time.monotonic() - self.started < RESTART_PAUSE * 5 else 0.0
         log.error("worker %d exited (status %s); its peers were disconnected; restarting",
                   self.index, code)  # fmt: skip
-        self.spawn()
+        asyncio.get_running_loop().call_later(delay, self._respawn)
+
+    def _respawn(self) -> None:
+        if not self.pool.stopping:
+            self.spawn()
 
 
 class WorkerPool:
@@ -161,7 +171,9 @@ class WorkerPool:
         self.owner(session_id).send(
             {"op": "end", "sid": session_id, "code": code, "reason": reason}
         )
+        # Reports the worker sent before the "end" reached it arrive within moments.
         self.ended.add(session_id)
+        asyncio.get_running_loop().call_later(LATE_REPORTS, self.ended.discard, session_id)
         return self.mirror.pop(session_id, None)
 
     def close_all(self, code: int, reason: str) -> int:
