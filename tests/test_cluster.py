@@ -203,3 +203,14 @@ async def test_keepalive_upgrade_on_a_non_holder_asks_for_a_new_connection(
     assert await b.recv() == b"spliced"
     await a.close()
     await closed_with(b)
+
+
+async def test_a_node_that_lost_its_claim_lets_its_peers_go(cluster: Cluster) -> None:
+    """Another node took the session over (this one was cut off): its peers here are closed
+    so that they re-attach where the session is held now."""
+    s = cluster.front.create()
+    a = await ws(cluster, s["id"], s["initiator_token"])
+    b = await ws(cluster, s["id"], s["responder_token"])
+    cluster.redis.client().set(f"swsrs:owner:{s['id']}", "127.0.0.1:9", px=10_000)
+    assert await closed_with(a) == (1001, "session moved to another relay node")
+    assert await closed_with(b) == (1001, "session moved to another relay node")

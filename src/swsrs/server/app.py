@@ -176,7 +176,7 @@ class Relay:
             await asyncio.sleep(FLUSH_INTERVAL)
             states = self.attachments.live_states(self.config.node_id)
             try:
-                await self.store.put_live(self.config.node_id, states, addr=self.advertise)
+                lost = await self.store.put_live(self.config.node_id, states, addr=self.advertise)
             except StoreError as exc:
                 if not failing:  # one line per outage, not one a second
                     log.warning("live state not flushed: %s; retrying every second", exc)
@@ -188,6 +188,11 @@ class Relay:
             if failing:
                 log.info("live state flushed again: the session store is back")
                 failing = False
+            for sid in lost:
+                # Another node took the session over (this one was cut off from the store
+                # or from it): the peers here could never meet the peers there.
+                log.warning("session %s is held by another node now; closing its peers here", sid)
+                self.attachments.end(sid, CLOSE_GOING_AWAY, "session moved to another relay node")
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if not self.config.tls_cert or not self.config.tls_key:

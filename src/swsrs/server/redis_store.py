@@ -342,12 +342,14 @@ class RedisSessionStore:
             )
         return owner.decode() if isinstance(owner, bytes) else str(owner)
 
-    async def put_live(self, node: str, states: list[LiveState], *, addr: str = "") -> None:
+    async def put_live(self, node: str, states: list[LiveState], *, addr: str = "") -> list[str]:
         if not states:
-            return
+            return []
+        claimed: list[str] = []  # sessions whose claim this batch renews, in order
         async with self._redis.pipeline(transaction=False) as p:
             for s in states:
                 if addr and (s.initiator or s.responder):
+                    claimed.append(s.sid)
                     await self._claim(
                         keys=[self._key("owner:", s.sid)],
                         args=[addr, LIVE_TTL * 1000, ""],
@@ -359,7 +361,14 @@ class RedisSessionStore:
                                      "last": repr(s.last_activity)})  # fmt: skip
                 p.expire(key, LIVE_TTL)
             with self._fault():
-                await p.execute()
+                results = await p.execute()
+        # Each claim's answer comes first among its session's three results.
+        answers = [r for r in results if isinstance(r, bytes | str)]
+        return [
+            sid
+            for sid, owner in zip(claimed, answers, strict=False)
+            if (owner.decode() if isinstance(owner, bytes) else owner) != addr
+        ]
 
     async def get_live(self, session_ids: list[str]) -> dict[str, LiveState]:
         if not session_ids:

@@ -155,9 +155,11 @@ class SessionStore(Protocol):
         """
         ...
 
-    async def put_live(self, node: str, states: list[LiveState], *, addr: str = "") -> None:
+    async def put_live(self, node: str, states: list[LiveState], *, addr: str = "") -> list[str]:
         """Record, in one batch, the live state of the sessions ``node`` holds; with ``addr``
-        (where other nodes reach it), also renew its claim on those with a peer attached."""
+        (where other nodes reach it), also renew its claim on those with a peer attached.
+
+        Returns the sessions whose claim another node holds now (this node lost them)."""
         ...
 
     async def claim(self, session_id: str, addr: str, *, replacing: str = "") -> str:
@@ -215,8 +217,8 @@ class MemorySessionStore:
     def events(self) -> AsyncIterator[StoreEvent]:
         return no_events()
 
-    async def put_live(self, node: str, states: list[LiveState], *, addr: str = "") -> None:
-        return None  # this process's own state is the only state
+    async def put_live(self, node: str, states: list[LiveState], *, addr: str = "") -> list[str]:
+        return []  # this process's own state is the only state
 
     async def claim(self, session_id: str, addr: str, *, replacing: str = "") -> str:
         return addr

@@ -167,8 +167,8 @@ class SQLiteSessionStore:
     def events(self) -> AsyncIterator[StoreEvent]:
         return no_events()  # one process uses the file
 
-    async def put_live(self, node: str, states: list[LiveState], *, addr: str = "") -> None:
-        return None
+    async def put_live(self, node: str, states: list[LiveState], *, addr: str = "") -> list[str]:
+        return []
 
     async def claim(self, session_id: str, addr: str, *, replacing: str = "") -> str:
         return addr  # one node per file: it holds every session
