@@ -103,27 +103,45 @@ def test_tcp_dial_and_listen_roundtrip(relay: Relay) -> None:
         srv.close()
 
 
-def test_raw_pipes_stdin_to_stdout(relay: Relay) -> None:
+def raw_roundtrip(
+    relay: Relay,
+    blob: bytes,
+    *,
+    receiver_args: tuple[str, ...] = (),
+    receiver_env: dict[str, str] | None = None,
+    sender_url: str | None = None,
+    sender_env: dict[str, str] | None = None,
+) -> None:
+    """``swsrs raw`` as responder (stdout) and initiator (stdin): ``blob`` arrives whole."""
     s = relay.create()
-    blob = os.urandom(2 * 1024 * 1024)
     receiver = subprocess.Popen(
-        [*SWSRS, "raw", "--url", relay.url, "--session", s["id"], "--token", s["responder_token"]],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [*SWSRS, "raw", "--url", relay.url, "--session", s["id"], "--token",
+         s["responder_token"], *receiver_args],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=receiver_env,
     )  # fmt: skip
-    relay.wait_status(s["id"], lambda st: st["responder_connected"])
-    sender = subprocess.run(
-        [*SWSRS, "raw", "--url", relay.url, "--session", s["id"], "--token", s["initiator_token"],
-         "--role", "initiator"],
-        input=blob, capture_output=True, timeout=60,
-    )  # fmt: skip
-    assert sender.returncode == 0, sender.stderr
-    # raw ends when either side ends (the wire has no half-close), so the
-    # receiver's stdin stays open until the tunnel closes from the far side.
-    assert receiver.stdout is not None and receiver.stdin is not None
-    out = receiver.stdout.read()
-    assert receiver.wait(60) == 0
-    receiver.stdin.close()
-    assert out == blob
+    try:
+        relay.wait_status(s["id"], lambda st: st["responder_connected"])
+        sender = subprocess.run(
+            [*SWSRS, "raw", "--url", sender_url or relay.url, "--session", s["id"], "--token",
+             s["initiator_token"], "--role", "initiator"],
+            input=blob, capture_output=True, timeout=60, env=sender_env,
+        )  # fmt: skip
+        assert sender.returncode == 0, sender.stderr
+        # raw ends when either side ends (the wire has no half-close), so the
+        # receiver's stdin stays open until the tunnel closes from the far side.
+        assert receiver.stdout is not None and receiver.stdin is not None
+        out = receiver.stdout.read()
+        assert receiver.wait(60) == 0
+        receiver.stdin.close()
+        assert out == blob
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+            receiver.wait()
+
+
+def test_raw_pipes_stdin_to_stdout(relay: Relay) -> None:
+    raw_roundtrip(relay, os.urandom(2 * 1024 * 1024))
 
 
 def test_errors_are_one_line_with_exit_codes(relay: Relay) -> None:

@@ -21,7 +21,7 @@ from swsrs.server.sessions import hash_token
 from .cluster import REDIS as REDIS_SERVER
 from .cluster import RedisServer
 from .conftest import Relay, free_port, start_relay
-from .test_relay import attach, closed_with
+from .test_relay import attach, closed_with, old_tokens_still_work
 
 pytestmark = pytest.mark.skipif(
     not Path(REDIS_SERVER).exists(), reason="needs redis-server (apt-get install redis-server)"
@@ -78,17 +78,8 @@ async def test_sessions_survive_a_relay_restart(redis_server: RedisServer, tmp_p
         assert relay.stop() == 0
     relay = start_relay(tmp_path, "--store", redis_server.url)
     try:
-        after = relay.status(s["id"])
-        assert after is not None and before is not None
-        for k in ("id", "created_at", "expires_at"):
-            assert after[k] == before[k]
-        a = await attach(relay, s["id"], s["initiator_token"])
-        b = await attach(relay, s["id"], s["responder_token"], query=True)
-        await a.send(b"the old tokens still open their slots")
-        assert await b.recv() == b"the old tokens still open their slots"
-        await a.close()
-        assert await closed_with(b) == (1000, "peer disconnected")
-        assert relay.request("DELETE", f"/admin/sessions/{s['id']}")[0] == 204
+        assert before is not None
+        await old_tokens_still_work(relay, s, before)
         assert relay.status(s["id"]) is None
     finally:
         relay.stop()

@@ -44,6 +44,21 @@ async def pair(relay: Relay) -> tuple[dict[str, Any], ClientConnection, ClientCo
     return s, a, b
 
 
+async def old_tokens_still_work(relay: Relay, s: dict[str, Any], before: dict[str, Any]) -> None:
+    """After a restart on a persistent store: same session, and its tokens open their slots."""
+    after = relay.status(s["id"])
+    assert after is not None
+    for k in ("id", "created_at", "expires_at"):
+        assert after[k] == before[k]
+    a = await attach(relay, s["id"], s["initiator_token"])
+    b = await attach(relay, s["id"], s["responder_token"], query=True)
+    await a.send(b"the old tokens still open their slots")
+    assert await b.recv() == b"the old tokens still open their slots"
+    await a.close()
+    assert await closed_with(b) == (1000, "peer disconnected")
+    assert relay.request("DELETE", f"/admin/sessions/{s['id']}")[0] == 204
+
+
 async def closed_with(ws: ClientConnection) -> tuple[int | None, str | None]:
     async with asyncio.timeout(15):
         with pytest.raises(websockets.ConnectionClosed) as exc:

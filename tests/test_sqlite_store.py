@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from .conftest import start_relay
-from .test_relay import attach, closed_with
+from .test_relay import attach, old_tokens_still_work
 
 
 async def test_sessions_survive_a_restart(tmp_path: Path) -> None:
@@ -27,17 +27,8 @@ async def test_sessions_survive_a_restart(tmp_path: Path) -> None:
 
     relay = start_relay(tmp_path, "--store", f"sqlite://{db}")
     try:
-        after = relay.status(s["id"])
-        assert after is not None
-        for k in ("id", "created_at", "expires_at"):
-            assert after[k] == before[k]  # type: ignore[index]
-        a = await attach(relay, s["id"], s["initiator_token"])
-        b = await attach(relay, s["id"], s["responder_token"], query=True)
-        await a.send(b"the old tokens still open their slots")
-        assert await b.recv() == b"the old tokens still open their slots"
-        await a.close()
-        assert await closed_with(b) == (1000, "peer disconnected")
-        assert relay.request("DELETE", f"/admin/sessions/{s['id']}")[0] == 204
+        assert before is not None
+        await old_tokens_still_work(relay, s, before)
     finally:
         relay.stop()
 

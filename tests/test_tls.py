@@ -14,6 +14,7 @@ import pytest
 import swsrs
 
 from .pki import PKI, TLSRelay, make_pki, start_tls_relay
+from .test_cli import raw_roundtrip
 
 SWSRS = [sys.executable, "-m", "swsrs"]
 
@@ -97,31 +98,14 @@ def test_cli_trusts_ca_file_or_ssl_cert_file(tls_relay: TLSRelay, pki: PKI) -> N
 
 
 def test_cli_raw_over_wss(tls_relay: TLSRelay, pki: PKI) -> None:
-    s = tls_relay.create()
-    blob = os.urandom(256 * 1024)
-    receiver = subprocess.Popen(
-        [*SWSRS, "raw", "--url", tls_relay.url, "--session", s["id"], "--token",
-         s["responder_token"], "--ca-file", str(pki.ca_cert)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(),
-    )  # fmt: skip
-    try:
-        tls_relay.wait_status(s["id"], lambda st: st["responder_connected"])
-        sender = subprocess.run(
-            [*SWSRS, "raw", "--url", tls_relay.ws_url, "--session", s["id"], "--token",
-             s["initiator_token"], "--role", "initiator"],
-            input=blob, capture_output=True, timeout=60,
-            env=clean_env(SSL_CERT_FILE=str(pki.ca_cert)),
-        )  # fmt: skip
-        assert sender.returncode == 0, sender.stderr
-        assert receiver.stdout is not None and receiver.stdin is not None
-        out = receiver.stdout.read()
-        assert receiver.wait(60) == 0
-        receiver.stdin.close()
-        assert out == blob
-    finally:
-        if receiver.poll() is None:
-            receiver.kill()
-            receiver.wait()
+    raw_roundtrip(
+        tls_relay,
+        os.urandom(256 * 1024),
+        receiver_args=("--ca-file", str(pki.ca_cert)),
+        receiver_env=clean_env(),
+        sender_url=tls_relay.ws_url,
+        sender_env=clean_env(SSL_CERT_FILE=str(pki.ca_cert)),
+    )
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib import resources
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 CLIENT_PATH = "/swsrs.js"
 CHAT_PATH = "/demo/chat.html"
@@ -18,34 +19,30 @@ def _asset(name: str) -> bytes:
     return (resources.files("swsrs") / "web" / name).read_bytes()
 
 
+def _static(name: str, content_type: str, **extra: str) -> Handler:
+    """A handler answering with one packaged file, read once."""
+    body = _asset(name)
+    headers = {
+        "Content-Type": content_type,
+        "Cache-Control": "no-cache",
+        "X-Content-Type-Options": "nosniff",
+        **extra,
+    }
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, headers=headers)
+
+    return handler
+
+
 def routes(*, demo: bool) -> list[web.RouteDef]:
-    client = _asset("swsrs.js")
-
-    async def client_js(request: web.Request) -> web.Response:
-        # A public, credential-free file: any origin may import it as a module.
-        return web.Response(
-            body=client,
-            headers={
-                "Content-Type": "text/javascript; charset=utf-8",
-                "Access-Control-Allow-Origin": "*",
-                "Cache-Control": "no-cache",
-                "X-Content-Type-Options": "nosniff",
-            },
-        )
-
+    # The client is public and credential-free: any origin may import it as a module.
+    client_js = _static(
+        "swsrs.js", "text/javascript; charset=utf-8", **{"Access-Control-Allow-Origin": "*"}
+    )
     out = [web.get(CLIENT_PATH, client_js)]
     if demo:
-        chat = _asset("chat.html")
-
-        async def chat_html(request: web.Request) -> web.Response:
-            return web.Response(
-                body=chat,
-                headers={
-                    "Content-Type": "text/html; charset=utf-8",
-                    "Cache-Control": "no-cache",
-                    "X-Content-Type-Options": "nosniff",
-                },
-            )
+        chat_html = _static("chat.html", "text/html; charset=utf-8")
 
         async def to_chat(request: web.Request) -> web.Response:
             raise web.HTTPFound(CHAT_PATH)
