@@ -130,11 +130,6 @@ class LiveSession:
         self.last_activity = record.created_at
         self._expiry: asyncio.TimerHandle | None = None
 
-    @property
-    def state(self) -> str:
-        n = sum(p is not None for p in self.peers.values())
-        return ("pending", "half_open", "open")[n]
-
     def reserve(self, role: Role, peer: Peer) -> bool:
         """Take a slot for a connection whose handshake is under way; ``False`` if held."""
         if self.peers[role] is not None:
