@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 from typing import Any
 
+from swsrs.cli.output import error_line
 from swsrs.errors import ConfigError, StoreError
 
 DESCRIPTION = """\
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         if cfg.tls_cert and cfg.tls_key:
             tls.server_context(cfg.tls_cert, cfg.tls_key)  # bad files: exit 2 before binding
     except ConfigError as exc:
-        print(f"swsrs serve: {exc}", file=sys.stderr)
+        error_line("swsrs serve", str(exc))
         return 2
     from swsrs.server.logs import setup_logging
 
@@ -135,10 +135,10 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(serve(cfg))
     except OSError as exc:
         addr = args.addr or os.environ.get("SWSRS_ADDR") or ":8080"
-        print(f"swsrs serve: cannot listen on {addr}: {exc.strerror or exc}", file=sys.stderr)
+        error_line("swsrs serve", f"cannot listen on {addr}: {exc.strerror or exc}")
         return 1
     except StoreError as exc:
-        print(f"swsrs serve: {exc}", file=sys.stderr)
+        error_line("swsrs serve", str(exc))
         return 1
     except KeyboardInterrupt:
         return 0
