@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
+
+import aiohttp
 
 from swsrs.cli import tls
 from swsrs.client.admin import AdminClient, SessionStatus, TokenArg
 from swsrs.client.auth import FileTokenStore, RefreshingTokenProvider, discover
-from swsrs.errors import AuthDisabled, ConfigError, LoginRequired
+from swsrs.errors import AuthDisabled, ConfigError, LoginRequired, SwsrsError
 
 
 def _admin_flags(p: argparse.ArgumentParser) -> None:
@@ -95,16 +100,27 @@ async def _client(args: argparse.Namespace) -> AdminClient:
     return AdminClient(url, await _token(args, url), ssl=ssl)
 
 
-def _status_json(s: SessionStatus) -> dict[str, Any]:
-    def t(d: Any) -> str:
-        return str(d.strftime("%Y-%m-%dT%H:%M:%SZ"))
+def _time(d: datetime, field: str) -> str:
+    """RFC 3339 in UTC with ``Z``, fractional seconds kept (to the microsecond)."""
+    if d.utcoffset() is None:
+        raise ValueError(f"{field} {d.isoformat()} has no UTC offset")
+    text = d.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+    return text.rstrip("0").rstrip(".") + "Z"
 
+
+def _text(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{field} is {value!r}, not a string")
+    return value
+
+
+def _status_json(s: SessionStatus) -> dict[str, Any]:
     return {
-        "id": s.id,
-        "state": s.state,
-        "created_at": t(s.created_at),
-        "expires_at": t(s.expires_at),
-        "last_activity": t(s.last_activity),
+        "id": _text(s.id, "id"),
+        "state": _text(s.state, "state"),
+        "created_at": _time(s.created_at, "created_at"),
+        "expires_at": _time(s.expires_at, "expires_at"),
+        "last_activity": _time(s.last_activity, "last_activity"),
         "bytes_in": s.bytes_in,
         "bytes_out": s.bytes_out,
         "initiator_connected": s.initiator_connected,
@@ -112,25 +128,48 @@ def _status_json(s: SessionStatus) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _reply(request: str) -> Iterator[None]:
+    """A reply that is not the JSON the admin API promises becomes one clear error."""
+    why: str
+    cause: Exception
+    try:
+        yield
+    except aiohttp.ContentTypeError as exc:
+        why, cause = f"not JSON ({exc.message})", exc
+    except json.JSONDecodeError as exc:
+        why, cause = f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", exc
+    except KeyError as exc:
+        why, cause = f"missing field {exc.args[0]!r}", exc
+    except (TypeError, AttributeError) as exc:
+        why, cause = f"wrong shape ({exc})", exc
+    except ValueError as exc:
+        why, cause = f"bad value ({exc})", exc
+    else:
+        return
+    raise SwsrsError(f"malformed reply from the relay to {request}: {why}") from cause
+
+
 def _create(args: argparse.Namespace) -> int:
     async def run() -> int:
         async with await _client(args) as admin:
-            s = await admin.create()
+            with _reply("POST /admin/sessions"):
+                s = await admin.create()
+                doc: dict[str, Any] = {
+                    "id": _text(s.id, "id"),
+                    "initiator_token": _text(s.initiator_token, "initiator_token"),
+                    "responder_token": _text(s.responder_token, "responder_token"),
+                }
+                if s.initiator_url:
+                    doc["initiator_url"] = s.initiator_url
+                    doc["responder_url"] = s.responder_url
+                doc["created_at"] = _time(s.created_at, "created_at")
+                doc["expires_at"] = _time(s.expires_at, "expires_at")
         if args.output == "env":
             print(f"SWSRS_SESSION={s.id}")
             print(f"SWSRS_INITIATOR_TOKEN={s.initiator_token}")
             print(f"SWSRS_RESPONDER_TOKEN={s.responder_token}")
         else:
-            doc: dict[str, Any] = {
-                "id": s.id,
-                "initiator_token": s.initiator_token,
-                "responder_token": s.responder_token,
-            }
-            if s.initiator_url:
-                doc["initiator_url"] = s.initiator_url
-                doc["responder_url"] = s.responder_url
-            doc["created_at"] = s.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-            doc["expires_at"] = s.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
             print(json.dumps(doc, indent=2))
         return 0
 
@@ -140,17 +179,18 @@ def _create(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     async def run() -> int:
         async with await _client(args) as admin:
-            sessions = await admin.list()
+            with _reply("GET /admin/sessions"):
+                sessions = [_status_json(s) for s in await admin.list()]
         if args.output == "json":
-            print(json.dumps({"sessions": [_status_json(s) for s in sessions]}, indent=2))
+            print(json.dumps({"sessions": sessions}, indent=2))
             return 0
         row = "{:<24} {:<10} {:<5} {:<5} {:>12} {:>12}  {}"
         print(row.format("ID", "STATE", "INIT", "RESP", "BYTES_IN", "BYTES_OUT", "EXPIRES"))
         for s in sessions:
-            init = "yes" if s.initiator_connected else "no"
-            resp = "yes" if s.responder_connected else "no"
-            expires = f"{s.expires_at:%Y-%m-%dT%H:%M:%SZ}"
-            print(row.format(s.id, s.state, init, resp, s.bytes_in, s.bytes_out, expires))
+            init = "yes" if s["initiator_connected"] else "no"
+            resp = "yes" if s["responder_connected"] else "no"
+            print(row.format(s["id"], s["state"], init, resp, s["bytes_in"], s["bytes_out"],
+                             s["expires_at"]))  # fmt: skip
         return 0
 
     return asyncio.run(run())
@@ -159,8 +199,9 @@ def _list(args: argparse.Namespace) -> int:
 def _get(args: argparse.Namespace) -> int:
     async def run() -> int:
         async with await _client(args) as admin:
-            s = await admin.get(args.id)
-        print(json.dumps(_status_json(s), indent=2))
+            with _reply(f"GET /admin/sessions/{args.id}"):
+                status = _status_json(await admin.get(args.id))
+        print(json.dumps(status, indent=2))
         return 0
 
     return asyncio.run(run())
