@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -196,3 +198,187 @@ def test_token_and_session_values_may_start_with_a_dash() -> None:
     r = run("raw", "--url", "ws://127.0.0.1:1", "--session", "-x", "--token", "-y",
             stdin=subprocess.DEVNULL)  # fmt: skip
     assert r.returncode == 1 and "expected one argument" not in r.stderr, r.stderr
+
+
+# -- usage errors name the subcommand ------------------------------------------------------
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
+def test_usage_errors_name_the_subcommand(cmd: list[str]) -> None:
+    r = run(*cmd, "--bogus")
+    assert r.returncode == 2 and one_line_error(r).startswith(f"swsrs {' '.join(cmd)}: "), r.stderr
+    assert f"(see swsrs {' '.join(cmd)} --help)" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("cmd", "env"),
+    [
+        (["serve", "--no-auth", "--peer-wait", "5minutes"], {}),
+        (["serve", "--no-auth"], {"SWSRS_PEER_WAIT": "5minutes"}),
+        (["serve", "--no-auth", "--max-frame-size", "lots"], {}),
+        (["sessions", "list"], {}),
+        (["sessions", "delete", "x"], {}),
+        (["raw", "--url", "ws://127.0.0.1:9"], {}),
+        (
+            [
+                "tcp-listen",
+                "--url",
+                "ws://127.0.0.1:9",
+                "--session",
+                "s",
+                "--token",
+                "t",
+                "--listen",
+                "nowhere",
+            ],
+            {},
+        ),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else "",
+)
+def test_values_checked_after_parsing_name_the_subcommand(
+    cmd: list[str], env: dict[str, str]
+) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SWSRS_")}
+    r = run(*cmd, env={**clean, **env}, stdin=subprocess.DEVNULL)
+    sub = " ".join(cmd[:2]) if cmd[0] == "sessions" else cmd[0]
+    assert r.returncode == 2 and one_line_error(r).startswith(f"swsrs {sub}: "), r.stderr
+
+
+# -- --debug: a traceback only when asked ---------------------------------------------------
+
+# The real CLI, with one function made to fail the way no code path expects.
+FAULT = """
+import swsrs.client.admin as admin
+def fail(*args, **kwargs):
+    raise RuntimeError("injected fault")
+admin.AdminClient.list = fail
+from swsrs.cli.main import main
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("where", "env", "traceback"),
+    [
+        ("", "", False),
+        ("", "0", False),
+        ("before", "", True),
+        ("after", "", True),
+        ("", "1", True),
+    ],
+)
+def test_unexpected_errors_are_one_line_unless_debugging(
+    relay: Relay, where: str, env: str, traceback: bool
+) -> None:
+    cmd = ["sessions", "list", "--admin-url", relay.url]
+    cmd = {"before": ["--debug", *cmd], "after": [*cmd, "--debug"]}.get(where, cmd)
+    r = subprocess.run(
+        [sys.executable, "-c", FAULT, *cmd], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "SWSRS_DEBUG": env},
+    )  # fmt: skip
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("swsrs sessions list: ") and "RuntimeError: injected fault" in last
+    if traceback:
+        assert r.stderr.startswith("Traceback") and 'File "<string>"' in r.stderr
+    else:
+        one_line_error(r)
+
+
+STRAY = """
+import asyncio, gc, threading
+import swsrs._version as version
+real = version.build_info
+class Leaky:
+    def __del__(self):
+        raise RuntimeError("unraisable fault")
+async def fail():
+    raise RuntimeError("task fault")
+async def orphan():
+    asyncio.get_running_loop().create_task(fail())
+    await asyncio.sleep(0.05)
+def noisy():
+    thread = threading.Thread(target=lambda: 1 / 0)
+    thread.start()
+    thread.join()
+    asyncio.run(orphan())
+    gc.collect()
+    Leaky()
+    return real()
+version.build_info = noisy
+from swsrs.cli.main import main
+main()
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_stray_tracebacks_are_one_line_unless_debugging(debug: bool) -> None:
+    """A thread that dies, an asyncio task nobody awaited, "Exception ignored in …"."""
+    r = subprocess.run(
+        [sys.executable, "-c", STRAY, "version", *(["--debug"] if debug else [])],
+        capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "SWSRS_DEBUG"},
+    )  # fmt: skip
+    assert r.returncode == 0 and r.stdout.startswith("swsrs 0."), r.stderr
+    if debug:
+        assert r.stderr.count("Traceback") >= 2 and "unraisable fault" in r.stderr
+    else:
+        lines = r.stderr.splitlines()
+        assert all(ln.startswith("swsrs version: ") for ln in lines), r.stderr
+        assert any("ZeroDivisionError" in ln for ln in lines), r.stderr
+        assert any("task fault" in ln for ln in lines), r.stderr
+
+
+# -- version: the commit of the clone -------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def git(*args: str, cwd: Path = ROOT) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                          check=True, timeout=60).stdout.strip()  # fmt: skip
+
+
+@pytest.fixture
+def head() -> str:
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git clone, or no git")
+    return git("rev-parse", "HEAD")[:12]
+
+
+def version_line(pythonpath: Path, *, with_git: bool) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SWSRS_", "GIT_"))}
+    env["PYTHONPATH"] = str(pythonpath)
+    if not with_git:
+        env["PATH"] = "/nonexistent"
+    r = subprocess.run([*SWSRS, "version"], capture_output=True, text=True, timeout=60, env=env,
+                       cwd=pythonpath)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_version_from_the_clone_names_its_commit(head: str) -> None:
+    assert f"(commit {head}, built " in version_line(ROOT / "src", with_git=True)
+    assert version_line(ROOT / "src", with_git=False).endswith("(commit unknown, built unknown)")
+
+
+def test_a_wheel_built_from_the_clone_records_its_commit(head: str, tmp_path: Path) -> None:
+    """`pip install .` from a clone: the build writes the commit into the package."""
+    pytest.importorskip("setuptools", minversion="77")
+    clone = tmp_path / "clone"
+    git("clone", "--quiet", "--no-checkout", str(ROOT), str(clone))
+    # The work tree as it is now (tracked and new files), on the commit the clone has.
+    for name in git("ls-files", "--cached", "--others", "--exclude-standard").splitlines():
+        if (ROOT / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, clone / name)
+    pip = [sys.executable, "-m", "pip", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "w"),
+                    str(clone)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    (wheel,) = (tmp_path / "w").glob("swsrs-*.whl")
+    site = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    line = version_line(site, with_git=False)
+    assert f"(commit {head}, built " in line and "unknown" not in line, line

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -107,21 +105,22 @@ def test_locked_file(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(
     os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(),
-    reason="needs root and setpriv to run the relay as an unprivileged user",
+    reason="needs root and setpriv to run the relay without root's privileges",
 )
 def test_read_only_file(tmp_path: Path) -> None:
-    # A directory every user can enter (pytest's own tmp tree is private to root).
-    shared = Path(tempfile.mkdtemp(prefix="swsrs-ro-", dir="/tmp"))
-    try:
-        shared.chmod(0o755)
-        db = shared / "sessions.db"
-        sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.close()
-        db.chmod(0o644)  # owned by root: the unprivileged relay may read, not write
-        nobody = ["/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-        line = serve_fails(tmp_path, f"sqlite://{db}", user=nobody)
-        assert "readonly" in line or "read-only" in line
-    finally:
-        shutil.rmtree(shared)
+    # The relay runs as root stripped of every capability: the file's mode bits then
+    # hold it like any user (a 0444 file is read-only even to its owner), while what
+    # root owns stays reachable: a clone under a 0700 directory, pyenv's Python under
+    # /root, which an unprivileged user (setpriv --reuid=nobody) could not enter.
+    no_caps = ["/usr/bin/setpriv", "--inh-caps=-all", "--ambient-caps=-all",
+               "--bounding-set=-all", "--"]  # fmt: skip
+    if subprocess.run([*no_caps, "true"], capture_output=True).returncode != 0:
+        pytest.skip("setpriv cannot drop capabilities here")
+    db = tmp_path / "sessions.db"
+    sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.close()
+    db.chmod(0o444)
+    line = serve_fails(tmp_path, f"sqlite://{db}", user=no_caps)
+    assert "readonly" in line or "read-only" in line
 
 
 @pytest.mark.parametrize(
