@@ -33,11 +33,16 @@ async def main(relay: str) -> None:
     await responder.write(b"hello")
     print("initiator read", await initiator.readexactly(5))
 
-    await initiator.close()
+    # A clean end: each side ends its stream (write_eof); the other reads the end once
+    # every byte has arrived. finish() ends ours and returns once both are delivered.
+    await initiator.write_eof()
     try:
         await responder.recv()
     except swsrs.PeerGone as exc:
-        print("responder saw the end:", exc)
+        print("responder saw the end:", exc, "(clean)" if exc.clean else "(cut)")
+    ends = await asyncio.gather(responder.finish(), initiator.finish())
+    print("delivered both ways:", all(end.ok for end in ends))
+    await initiator.close()
     await responder.close()
 
 

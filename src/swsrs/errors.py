@@ -60,11 +60,18 @@ class AuthDisabled(SwsrsError):
 
 
 class PeerGone(SwsrsError):
-    """The counterpart left, or the relay closed the tunnel."""
+    """The tunnel has no more to give: the counterpart ended its stream or left, or the
+    relay closed the tunnel. ``clean`` is true only for a confirmed end-of-stream or a
+    clean end; the message says the cause otherwise."""
 
-    def __init__(self, message: str, code: int | None = None) -> None:
+    def __init__(self, message: str, code: int | None = None, *, clean: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.clean = clean
+
+
+class TunnelFailed(SwsrsError):
+    """A tunnel ended without delivering everything (the message names the cause)."""
 
 
 class LoginRequired(SwsrsError):
@@ -85,3 +92,18 @@ class LoginDenied(DeviceLoginError):
 
 class LoginExpired(DeviceLoginError):
     """The device code expired before the user approved it: ``expired_token``."""
+
+
+def os_reason(exc: OSError) -> str:
+    """An OS error in the words of ``strerror(3)``: ``connection refused``, not asyncio's
+    ``Connect call failed ('127.0.0.1', 1)`` or aiohttp's ``ssl:default`` wording."""
+    import os
+
+    if exc.errno and exc.errno > 0:
+        try:
+            text = os.strerror(exc.errno)
+        except ValueError:
+            text = ""
+        if text and not text.startswith("Unknown error"):
+            return text[0].lower() + text[1:]
+    return exc.strerror or str(exc) or type(exc).__name__

@@ -4,71 +4,88 @@ stdin may be a pipe, a file or a terminal, which epoll cannot all watch, so
 it is read by a daemon thread (a read blocked on a terminal cannot be
 interrupted, and must not keep the process alive once the tunnel is gone);
 a small bounded queue carries its chunks, so a slow tunnel stops the reads.
+stdout is written with ``os.write`` in a worker thread for the same reason.
+
+Nothing is read from stdin before the other side is there. The end of stdin
+is our end-of-stream; the other side's end-of-stream closes our stdout (the
+program reading it sees EOF) once every byte is written.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import concurrent.futures
 import os
 import threading
-from typing import BinaryIO
 
 from swsrs.client.connection import Connection
-from swsrs.errors import PeerGone
+from swsrs.client.streams import drive
+from swsrs.errors import PeerGone, os_reason
+from swsrs.peer import Ended
 
 READ_SIZE = 64 * 1024
 
 
-async def pipe(conn: Connection, stdin: BinaryIO, stdout: BinaryIO) -> None:
-    """stdin → tunnel and tunnel → stdout until either ends."""
+async def pipe(conn: Connection, stdin_fd: int, stdout_fd: int) -> Ended:
+    """stdin → tunnel and tunnel → stdout, each until its end; return how the tunnel ended."""
+    return await drive(conn, lambda: _up(conn, stdin_fd), lambda: _down(conn, stdout_fd))
 
+
+async def _up(conn: Connection, fd: int) -> None:
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
-
-    fd = stdin.fileno()
 
     def read_stdin() -> None:
         while True:
             try:
-                # os.read, not the buffered object: a daemon thread blocked in
-                # BufferedReader.read holds its lock and aborts interpreter exit.
                 data = os.read(fd, READ_SIZE)
             except (OSError, ValueError):
                 data = b""
             try:
                 asyncio.run_coroutine_threadsafe(chunks.put(data), loop).result()
-            except (RuntimeError, asyncio.CancelledError):
-                return  # the loop is gone
+            except (RuntimeError, concurrent.futures.CancelledError):
+                return  # the loop is gone or stopping: nobody wants more input
             if not data:
                 return
 
     threading.Thread(target=read_stdin, name="swsrs-stdin", daemon=True).start()
-
-    async def up() -> None:
+    try:
         while data := await chunks.get():
             await conn.send(data)
+        await conn.write_eof()
+    except PeerGone:
+        return
 
-    async def down() -> None:
-        def put(data: bytes) -> None:
-            stdout.write(data)
-            stdout.flush()
 
+async def _down(conn: Connection, fd: int) -> None:
+    try:
         while True:
             try:
                 msg = await conn.recv()
-            except PeerGone:
-                return
-            await asyncio.to_thread(put, msg.encode() if isinstance(msg, str) else msg)
+            except PeerGone as exc:
+                if not exc.clean:
+                    return
+                break
+            data = msg.encode() if isinstance(msg, str) else msg
+            await asyncio.to_thread(_write_all, fd, data)
+            await conn.ack(len(msg))
+        _close_output(fd)
+        await conn.ack_eof()
+    except OSError as exc:
+        conn.fail(f"could not write what arrived to stdout: {os_reason(exc)}")
 
-    up_task = asyncio.ensure_future(up())
-    down_task = asyncio.ensure_future(down())
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _close_output(fd: int) -> None:
+    """Give the reader of ``fd`` its EOF now: point ``fd`` at /dev/null (the original pipe or
+    file closes; later writes to stdout, if any, go nowhere instead of failing)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        await asyncio.wait({up_task, down_task}, return_when=asyncio.FIRST_COMPLETED)
+        os.dup2(devnull, fd)
     finally:
-        down_task.cancel()
-        up_task.cancel()
-        with contextlib.suppress(BaseException):
-            await down_task
-        with contextlib.suppress(Exception):
-            await conn.close()
+        os.close(devnull)

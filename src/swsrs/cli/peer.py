@@ -1,4 +1,10 @@
-"""Peer commands: ``tcp-listen``, ``tcp-dial``, ``raw``."""
+"""Peer commands: ``tcp-listen``, ``tcp-dial``, ``raw``.
+
+Each parses and checks its flags (usage errors exit 2 before anything
+connects), drives an adapter, and turns how the tunnel ended into the exit
+code: 0 only when everything was delivered and the end was clean, else 1
+with the cause in one line (raised as :class:`~swsrs.errors.TunnelFailed`).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,17 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from swsrs.adapters import stdio, tcp
 from swsrs.cli import tls
-from swsrs.client.connection import Connection, connect
-from swsrs.errors import ConfigError
+from swsrs.cli.status import Reporter
+from swsrs.client.connection import Connection, Role, connect
+from swsrs.errors import ConfigError, TunnelFailed
+from swsrs.peer import Ended
+from swsrs.urls import relay_url
 
 
 def _peer_flags(p: argparse.ArgumentParser) -> None:
@@ -24,7 +35,15 @@ def _peer_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="slot to attach to (default responder)",
     )
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print only errors (no waiting/connected/summary lines)")  # fmt: skip
     tls.add_flag(p)
+
+
+_ENDS = (
+    "Exit status: 0 when every byte was delivered both ways and the tunnel ended cleanly; "
+    "1 with one line naming the cause for any other end; 2 for a usage error."
+)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -32,7 +51,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "tcp-listen",
         help="accept one local TCP connection and tunnel it",
         description="Bind --listen, print the bound address to stderr, accept ONE TCP "
-        "connection, attach to the relay, tunnel it, then exit.",
+        "connection, attach to the relay, tunnel it, then exit. " + _ENDS,
     )
     _peer_flags(p)
     p.add_argument("--listen", metavar="ADDR", default="127.0.0.1:0",
@@ -42,8 +61,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "tcp-dial",
         help="attach and connect the tunnel to a TCP target",
-        description="Attach to the relay, connect to --target, and pipe both ways "
-        "until either side ends.",
+        description="Attach to the relay; when the other side arrives, connect to --target "
+        "and pipe both ways until both directions have ended. " + _ENDS,
     )
     _peer_flags(p)
     p.add_argument("--target", metavar="HOST:PORT", required=True, help="TCP address to connect to")
@@ -52,12 +71,23 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "raw",
         help="pipe stdin/stdout through the tunnel",
-        description="stdin → relay, relay → stdout (binary-safe); exits when either ends. "
-        "End of stdin ends the tunnel (the wire has no half-close), so a side that only "
-        "receives keeps its stdin open.",
+        description="stdin → relay, relay → stdout (binary-safe). Nothing is read before the "
+        "other side is there. The end of stdin travels as an end-of-stream (the other side's "
+        "stdout or TCP connection sees EOF) while the other direction keeps flowing; a side "
+        "whose stdin is empty (</dev/null, a background job) just receives. Against a peer "
+        "or relay that does not speak swsrs.v1 the first end ends the tunnel. " + _ENDS,
     )
     _peer_flags(p)
     p.set_defaults(func=_raw)
+
+
+@dataclass(frozen=True)
+class _Peer:
+    url: str
+    session: str
+    token: str
+    role: Role
+    args: argparse.Namespace
 
 
 def _need(value: str | None, flag: str, env: str) -> str:
@@ -67,50 +97,92 @@ def _need(value: str | None, flag: str, env: str) -> str:
     return v
 
 
-def _target(args: argparse.Namespace) -> tuple[str, str, str, str]:
+def _checked(args: argparse.Namespace) -> _Peer:
+    """Every usage error, before anything binds or connects."""
     url = _need(args.url, "--url", "SWSRS_URL")
     session = _need(args.session, "--session", "SWSRS_SESSION")
     token = _need(args.token, "--token", "SWSRS_TOKEN")
-    role = args.role or "responder"
-    tls.context(args)  # a bad --ca-file is a usage error, found before anything starts
-    return url, session, token, role
+    relay_url(url, session)  # a malformed --url is a usage error
+    tls.context(args)  # so is a bad --ca-file
+    role: Role = "initiator" if args.role == "initiator" else "responder"
+    return _Peer(url, session, token, role, args)
 
 
-async def _connect(args: argparse.Namespace) -> Connection:
-    url, session, token, role = _target(args)
-    return await connect(url, session, token, role=role, ssl=tls.context(args))  # type: ignore[arg-type]
+def _run(
+    peer: _Peer, body: Callable[[Reporter, Callable[[], Awaitable[Connection]]], Awaitable[Ended]]
+) -> int:
+    """Run one tunnel: attach (lazily, when ``body`` asks), report, map the end to an exit."""
+    report = Reporter(peer.session, quiet=peer.args.quiet)
+    attached: list[Connection] = []
+    progress: list[asyncio.Task[None]] = []
+
+    async def attach() -> Connection:
+        conn = await connect(
+            peer.url,
+            peer.session,
+            peer.token,
+            role=peer.role,
+            ssl=tls.context(peer.args),
+            auto_ack=False,
+            on_event=report.on_event,
+        )
+        attached.append(conn)
+        progress.append(asyncio.ensure_future(report.progress(conn.protocol)))
+        return conn
+
+    async def main() -> Ended:
+        try:
+            return await body(report, attach)
+        finally:
+            for t in progress:
+                t.cancel()
+            await asyncio.gather(*progress, return_exceptions=True)
+
+    ended = asyncio.run(main())
+    if not ended.ok:
+        raise TunnelFailed(ended.cause)
+    if attached:
+        report.summary(attached[0].protocol, ended)
+    return 0
 
 
 def _tcp_listen(args: argparse.Namespace) -> int:
-    _target(args)  # usage errors before binding anything
+    peer = _checked(args)
+    tcp.split_hostport(args.listen, what="--listen address", allow_zero=True)
 
-    def shown(addr: str) -> None:
-        print(f"listening on {addr}", file=sys.stderr, flush=True)
+    async def body(report: Reporter, attach: Callable[[], Awaitable[Connection]]) -> Ended:
+        def listening(addr: str) -> None:
+            # Always shown, even with --quiet: with port 0 it is the only way to learn the port.
+            print(f"listening on {addr}", file=sys.stderr, flush=True)
 
-    try:
-        asyncio.run(tcp.listen(lambda: _connect(args), args.listen, on_listening=shown))
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    return 0
+        return await tcp.listen(
+            attach,
+            args.listen,
+            on_listening=listening,
+            on_accepted=lambda who: report.say(f"connection from {who}; attaching to the relay"),
+        )
+
+    return _run(peer, body)
 
 
 def _tcp_dial(args: argparse.Namespace) -> int:
-    _target(args)
+    peer = _checked(args)
+    tcp.split_hostport(args.target, what="--target")
 
-    async def run() -> None:
-        conn = await _connect(args)
-        await tcp.dial(conn, args.target)
+    async def body(report: Reporter, attach: Callable[[], Awaitable[Connection]]) -> Ended:
+        conn = await attach()
+        return await tcp.dial(
+            conn, args.target, on_connected=lambda t: report.say(f"connected to target {t}")
+        )
 
-    asyncio.run(run())
-    return 0
+    return _run(peer, body)
 
 
 def _raw(args: argparse.Namespace) -> int:
-    _target(args)
+    peer = _checked(args)
 
-    async def run() -> None:
-        conn = await _connect(args)
-        await stdio.pipe(conn, sys.stdin.buffer, sys.stdout.buffer)
+    async def body(report: Reporter, attach: Callable[[], Awaitable[Connection]]) -> Ended:
+        conn = await attach()
+        return await stdio.pipe(conn, sys.stdin.fileno(), sys.stdout.fileno())
 
-    asyncio.run(run())
-    return 0
+    return _run(peer, body)

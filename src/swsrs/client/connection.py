@@ -1,17 +1,21 @@
 """``dial`` / ``accept``: attach to a session's slot and get a :class:`Connection`.
 
-A connection has two views of the same tunnel: messages (``send``/``recv``,
-one WebSocket message each, bytes or str kept) and a byte stream
-(``read``/``write``, and ``open_stream()`` for code written against asyncio
-streams). Sending waits for the socket to drain, so a slow reader on the
-far side slows the writer here instead of filling memory.
+A connection drives one :class:`~swsrs.peer.PeerProtocol` over an aiohttp
+WebSocket: a reader task feeds it what arrives and keeps a bounded inbox of
+data (when the inbox is full it stops reading, so the relay and the far side
+slow down instead of memory growing); sends wait for the pairing and for the
+socket to drain. Two views of the same tunnel: messages (``send``/``recv``,
+bytes or str kept) and a byte stream (``read``/``write``, ``write_eof``,
+and ``open_stream()`` for code written against asyncio streams).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import ssl as _ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
 import aiohttp
@@ -25,11 +29,28 @@ from swsrs.errors import (
     RelayUnreachable,
     SlotTaken,
     Unauthorized,
+    os_reason,
+)
+from swsrs.peer import (
+    Acknowledged,
+    Close,
+    Data,
+    Ended,
+    EndOfStream,
+    Event,
+    Paired,
+    PeerProtocol,
+    State,
 )
 from swsrs.urls import relay_url
+from swsrs.wire import subprotocol
 
 Role = Literal["initiator", "responder"]
 SSLArg = _ssl.SSLContext | bool | None
+EventCallback = Callable[[Event], None]
+
+INBOX_MESSAGES = 16  # data messages held for the application before reading stops
+FEATURES: frozenset[str] = frozenset()  # peer-protocol features beyond swsrs.v1 (none yet)
 
 _REFUSALS: dict[int, tuple[type[HTTPStatusError], str]] = {
     404: (NotFound, "session not found or expired"),
@@ -37,6 +58,7 @@ _REFUSALS: dict[int, tuple[type[HTTPStatusError], str]] = {
     403: (Forbidden, "connection forbidden by the relay (Origin not allowed?)"),
     409: (SlotTaken, "this slot of the session is already held by another connection"),
 }
+_END = None  # in the inbox: the other side's end-of-stream
 
 
 class Connection:
@@ -49,41 +71,210 @@ class Connection:
         *,
         session_id: str,
         role: Role,
+        auto_ack: bool = True,
+        on_event: EventCallback | None = None,
+        keepalive: float | None = None,
     ) -> None:
         self._ws = ws
         self._http = http
         self.session_id = session_id
         self.role = role
+        # auto_ack: a message counts as delivered once recv() hands it out. Adapters that
+        # write elsewhere (stdout, TCP) turn it off and acknowledge with ack()/ack_eof().
+        self.auto_ack = auto_ack
+        self._on_event = on_event
+        self.protocol = PeerProtocol(ws.protocol, FEATURES)
+        loop = asyncio.get_running_loop()
+        self._paired: asyncio.Future[Paired] = loop.create_future()
+        self._ended: asyncio.Future[Ended] = loop.create_future()
+        self._inbox: collections.deque[bytes | str | None] = collections.deque()
+        self._inbox_ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._send_lock = asyncio.Lock()
         self._leftover = b""
-        self._eof = False
+        self._dispatch()
+        self._heard = loop.time()  # when the relay last sent anything
+        self._reader = loop.create_task(self._read_loop())
+        self._keepalive = (
+            loop.create_task(self._keep_alive(keepalive)) if keepalive is not None else None
+        )
+
+    # -- the reader task ------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        proto = self.protocol
+        ws = self._ws
+        while proto.state is not State.ENDED:
+            msg = await ws.receive()
+            self._heard = asyncio.get_running_loop().time()
+            if msg.type is aiohttp.WSMsgType.BINARY or msg.type is aiohttp.WSMsgType.TEXT:
+                proto.receive_message(msg.data)
+            elif msg.type is aiohttp.WSMsgType.PING:
+                with contextlib.suppress(ConnectionError, aiohttp.ClientError, RuntimeError):
+                    await ws.pong(msg.data)
+                continue
+            elif msg.type is aiohttp.WSMsgType.PONG:
+                continue
+            elif msg.type is aiohttp.WSMsgType.CLOSING:
+                continue  # our own close is under way (see _send)
+            elif msg.type is aiohttp.WSMsgType.CLOSE:
+                proto.receive_close(msg.data, msg.extra if isinstance(msg.extra, str) else "")
+            elif msg.type is aiohttp.WSMsgType.ERROR:
+                proto.receive_close(None)
+            else:  # CLOSED: no close frame came (or ours was the last word)
+                proto.receive_close(ws.close_code)
+            self._dispatch()
+            await self._flush()
+            if len(self._inbox) >= INBOX_MESSAGES:
+                self._room.clear()
+                await self._room.wait()
+
+    async def _keep_alive(self, interval: float) -> None:
+        """Ping when the relay has been silent; a connection that stays silent is lost.
+
+        Not aiohttp's heartbeat: that one counts a pause in *our* reading (a slow
+        stdout, a stalled application) as a dead connection, because while we do
+        not read, no pong can arrive. Here a pause of ours proves nothing and is
+        not held against the connection.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval / 2)
+            if not self._room.is_set():
+                self._heard = loop.time()  # we stopped reading: silence is ours
+                continue
+            silent = loop.time() - self._heard
+            if silent >= interval * 2:
+                self.protocol.receive_close(None)
+                self._dispatch()
+                self._reader.cancel()
+                return
+            if silent >= interval:
+                with contextlib.suppress(ConnectionError, aiohttp.ClientError, RuntimeError):
+                    await self._ws.ping()
+
+    def _dispatch(self) -> None:
+        while events := self.protocol.events_received():
+            for ev in events:
+                self._handle(ev)
+
+    def _handle(self, ev: Event) -> None:
+        if isinstance(ev, Data):
+            self._inbox.append(ev.payload)
+            self._inbox_ready.set()
+            return
+        if isinstance(ev, EndOfStream):
+            if self.auto_ack and not self._inbox:
+                self.protocol.delivered_eof()  # the application has had every byte
+            self._inbox.append(_END)
+            self._inbox_ready.set()
+        elif isinstance(ev, Paired) and not self._paired.done():
+            self._paired.set_result(ev)
+        elif isinstance(ev, Ended):
+            if not self._paired.done():
+                self._paired.set_exception(PeerGone(ev.cause, ev.code))
+                self._paired.exception()  # retrieved: nobody may be waiting for it
+            self._ended.set_result(ev)
+            self._inbox_ready.set()
+        if self._on_event is not None and not isinstance(ev, Acknowledged):
+            self._on_event(ev)
+
+    async def _flush(self) -> None:
+        """Send what the protocol queued, in order (one sender at a time)."""
+        async with self._send_lock:
+            for item in self.protocol.data_to_send():
+                try:
+                    if isinstance(item, bytes):
+                        await self._ws.send_bytes(item)
+                    elif isinstance(item, str):
+                        await self._ws.send_str(item)
+                    else:
+                        await self._close_ws(item)
+                except (ConnectionError, aiohttp.ClientError, RuntimeError):
+                    self.protocol.receive_close(None)  # the reader sees the same and ends
+                    self._dispatch()
+
+    async def _close_ws(self, close: Close) -> None:
+        if not self._ws.closed:
+            reason = close.reason.encode()[:123].decode(errors="ignore").encode()
+            await self._ws.close(code=close.code, message=reason)
+
+    # -- pairing and the end --------------------------------------------------------------
+
+    async def wait_paired(self) -> Paired:
+        """Wait until the other side is there; raises :class:`PeerGone` if the tunnel ends first."""
+        return await asyncio.shield(self._paired)
+
+    async def wait_ended(self) -> Ended:
+        """Wait until the tunnel is over; the result says whether it ended clean, and why not."""
+        return await asyncio.shield(self._ended)
+
+    @property
+    def ended(self) -> Ended | None:
+        return self._ended.result() if self._ended.done() else None
+
+    async def finish(self) -> Ended:
+        """End our stream and wait for the tunnel to end (the other side ends its stream too)."""
+        if self.protocol.can_send:
+            await self.write_eof()
+        return await self.wait_ended()
 
     # -- message view ------------------------------------------------------------
 
     async def send(self, data: bytes | bytearray | memoryview | str) -> None:
-        """Send one message: ``str`` as a text message, bytes-like as binary."""
-        try:
-            if isinstance(data, str):
-                await self._ws.send_str(data)
-            else:
-                await self._ws.send_bytes(bytes(data) if not isinstance(data, bytes) else data)
-        except (ConnectionError, aiohttp.ClientError) as exc:
-            raise PeerGone(f"tunnel closed while sending: {exc}", self._ws.close_code) from exc
+        """Send one message (``str`` as text, bytes-like as binary) once the other side is
+        there; raises :class:`PeerGone` if the tunnel is over."""
+        if not self._paired.done():
+            await self.wait_paired()
+        proto = self.protocol
+        if not proto.can_send:
+            raise self._gone("cannot send: the stream was ended")
+        if isinstance(data, str):
+            proto.send_text(data)
+        else:
+            proto.send_data(data if isinstance(data, bytes) else bytes(data))
+        await self._flush()
+        if proto.state is State.ENDED and not self._ended.result().ok:
+            raise self._gone()
 
     async def recv(self) -> bytes | str:
-        """The next message; raises :class:`PeerGone` once the tunnel is closed."""
-        msg = await self._ws.receive()
-        if msg.type is aiohttp.WSMsgType.BINARY:
-            return bytes(msg.data)
-        if msg.type is aiohttp.WSMsgType.TEXT:
-            return str(msg.data)
-        if msg.type is aiohttp.WSMsgType.ERROR:
-            raise PeerGone(f"tunnel failed: {self._ws.exception()}", self._ws.close_code)
-        code = self._ws.close_code
-        reason = msg.extra if isinstance(msg.extra, str) and msg.extra else ""
-        raise PeerGone(
-            f"tunnel closed ({code}{' ' + reason if reason else ''})",
-            code,
-        )
+        """The next message; raises :class:`PeerGone` at the end (``clean`` when the other
+        side ended its stream, or the tunnel ended clean)."""
+        while not self._inbox:
+            if self._ended.done():
+                raise self._gone()
+            self._inbox_ready.clear()
+            await self._inbox_ready.wait()
+        item = self._inbox.popleft()
+        if len(self._inbox) < INBOX_MESSAGES:
+            self._room.set()
+        if item is _END:
+            self._inbox.appendleft(_END)  # the end stays the end
+            if self.auto_ack:
+                await self.ack_eof()
+            raise PeerGone("the other side ended its stream", clean=True)
+        if self.auto_ack:
+            await self.ack(len(item))
+        return item
+
+    def _gone(self, fallback: str = "the tunnel is closed") -> PeerGone:
+        ended = self.ended
+        if ended is None:
+            return PeerGone(fallback)
+        return PeerGone(ended.cause or "the tunnel ended", ended.code, clean=ended.ok)
+
+    async def ack(self, n: int) -> None:
+        """``n`` more received bytes are delivered (for ``auto_ack=False`` adapters)."""
+        self.protocol.delivered(n)
+        await self._flush()
+
+    async def ack_eof(self) -> None:
+        """The other side's end-of-stream is delivered: every byte written, output closed."""
+        if self.protocol.state is State.OPEN:
+            self.protocol.delivered_eof()
+            self._dispatch()
+            await self._flush()
 
     def __aiter__(self) -> AsyncIterator[bytes | str]:
         return self._messages()
@@ -98,15 +289,15 @@ class Connection:
     # -- byte-stream view ----------------------------------------------------------
 
     async def read(self, n: int = -1) -> bytes:
-        """Up to ``n`` bytes (``-1``: whatever the next message holds); ``b""`` at the end."""
+        """Up to ``n`` bytes (``-1``: whatever the next message holds); ``b""`` at a clean end.
+        Raises :class:`PeerGone` when the tunnel ended otherwise."""
         if not self._leftover:
-            if self._eof:
-                return b""
             try:
                 msg = await self.recv()
-            except PeerGone:
-                self._eof = True
-                return b""
+            except PeerGone as exc:
+                if exc.clean:
+                    return b""
+                raise
             self._leftover = msg.encode() if isinstance(msg, str) else msg
         data = self._leftover
         if n < 0 or len(data) <= n:
@@ -127,9 +318,19 @@ class Connection:
         return b"".join(parts)
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Send bytes as one binary message (waits for the socket to drain)."""
+        """Send bytes as one binary message (waits for the pairing and for the socket)."""
         if data:
             await self.send(data)
+
+    async def write_eof(self) -> None:
+        """No more data from this side. The other side reads the end once it has every
+        byte; a counterpart that knows no end-of-stream (a raw peer) is disconnected."""
+        if not self._paired.done():
+            await self.wait_paired()
+        if self.protocol.can_send:
+            self.protocol.send_eof()
+            self._dispatch()
+            await self._flush()
 
     async def open_stream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Real asyncio streams for this tunnel (see :func:`swsrs.client.streams.open_stream`)."""
@@ -147,12 +348,32 @@ class Connection:
     def close_code(self) -> int | None:
         return self._ws.close_code
 
+    def fail(self, reason: str) -> None:
+        """This side cannot go on: the other side is told ``reason`` and the tunnel ends."""
+        self.protocol.fail(reason)
+        self._dispatch()
+        task = asyncio.get_running_loop().create_task(self._flush())
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close the tunnel (the other side is released by the relay) and the HTTP session."""
+        """Leave now: close the tunnel (the relay releases the other side) and the HTTP session.
+
+        Use :meth:`finish` for a clean end where the other side confirms delivery.
+        """
         try:
+            await self._flush()
             if not self._ws.closed:
-                await self._ws.close(code=code, message=reason.encode())
+                await self._close_ws(Close(code, reason))
+            if self.protocol.state is not State.ENDED:
+                self.protocol.receive_close(code, "closed by this side")
+                self._dispatch()
         finally:
+            for task in (self._reader, self._keepalive):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
             await self._http.close()
 
     async def __aenter__(self) -> Connection:
@@ -160,6 +381,9 @@ class Connection:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 async def connect(
@@ -172,12 +396,19 @@ async def connect(
     keepalive: float | None = 20.0,
     ssl: SSLArg = None,
     max_message_size: int = 0,
+    extensions: bool = True,
+    auto_ack: bool = True,
+    on_event: EventCallback | None = None,
 ) -> Connection:
     """Attach to ``role``'s slot of ``session`` on the relay at ``url``.
 
     ``url`` is the relay's base (``http(s)://`` or ``ws(s)://``); ``keepalive``
     is the ping interval in seconds (``None`` for none); ``max_message_size``
-    0 means unlimited. Raises :class:`~swsrs.NotFound`,
+    0 means unlimited. ``extensions`` offers the ``swsrs.v1`` peer protocol
+    (pairing signal, end-of-stream, confirmed delivery); without it, or when
+    the relay or the other side does not speak it, the tunnel carries raw
+    messages as the reference does. ``on_event`` sees :mod:`swsrs.peer.events`
+    (waiting, paired, ended) as they happen. Raises :class:`~swsrs.NotFound`,
     :class:`~swsrs.Unauthorized`, :class:`~swsrs.SlotTaken`,
     :class:`~swsrs.RelayUnreachable` or :class:`~swsrs.HandshakeTimeout`.
     """
@@ -188,9 +419,11 @@ async def connect(
             http.ws_connect(
                 target,
                 headers={"Authorization": f"Bearer {token}"},
-                heartbeat=keepalive,
+                autoping=False,  # pings are answered, and sent, by the Connection
+                heartbeat=None,
                 max_msg_size=max_message_size,
                 ssl=ssl if ssl is not None else True,
+                protocols=subprotocol.offer(FEATURES) if extensions else (),
             ),
             handshake_timeout,
         )
@@ -207,12 +440,22 @@ async def connect(
     except BaseException:
         await http.close()
         raise
-    return Connection(ws, http, session_id=session, role=role)
+    return Connection(
+        ws,
+        http,
+        session_id=session,
+        role=role,
+        auto_ack=auto_ack,
+        on_event=on_event,
+        keepalive=keepalive,
+    )
 
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return exc.os_error.strerror or str(exc.os_error)
+        return os_reason(exc.os_error)
+    if isinstance(exc, OSError):
+        return os_reason(exc)
     return str(exc) or type(exc).__name__
 
 

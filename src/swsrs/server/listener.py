@@ -35,11 +35,20 @@ from swsrs.errors import StoreError
 from swsrs.server import splice
 from swsrs.server.cors import OriginPolicy
 from swsrs.server.pump import CLOSE_TIMEOUT, WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer, owned
-from swsrs.server.relay import PATH_PREFIX, SLOT_TAKEN, Refusal, Seat, admit, log_attach
+from swsrs.server.relay import (
+    PATH_PREFIX,
+    SLOT_TAKEN,
+    Refusal,
+    Seat,
+    admit,
+    log_attach,
+    log_refusal,
+)
 from swsrs.server.rendezvous import Rendezvous
 from swsrs.server.sessions import SessionStore
 from swsrs.wire.frames import Chunk
 from swsrs.wire.handshake import refusal, switching_protocols
+from swsrs.wire.subprotocol import SUBPROTOCOL, parse_offer
 
 log = logging.getLogger("swsrs.relay")
 
@@ -273,6 +282,9 @@ class RelayProtocol(asyncio.BufferedProtocol):
         url = httptools.parse_url(parsed.url)
         session_id = url.path.decode("latin-1")[len(PATH_PREFIX) :]
         if not session_id or "/" in session_id:
+            assert self.transport is not None
+            remote = format_addr(self.transport.get_extra_info("peername"))
+            log_refusal(session_id or "-", None, remote, 404, "no such session path")
             self._refuse(404, "session not found or expired")
             return
         query = parse_qs(url.query.decode("latin-1")) if url.query else {}
@@ -295,6 +307,8 @@ class RelayProtocol(asyncio.BufferedProtocol):
         if transport is None or transport.is_closing():
             return
         if isinstance(verdict, Refusal):
+            remote = format_addr(transport.get_extra_info("peername"))
+            log_refusal(session_id, verdict.role, remote, verdict.status, verdict.reason)
             self._refuse(verdict.status, verdict.reason)
             return
         record, role = verdict
@@ -311,7 +325,9 @@ class RelayProtocol(asyncio.BufferedProtocol):
             if transport is None or transport.is_closing():
                 return
         remote = format_addr(transport.get_extra_info("peername"))
-        seat = Seat(record, role, headers["Sec-WebSocket-Key"], bytes(self._early), remote)
+        features = parse_offer(headers.get("Sec-WebSocket-Protocol"))
+        key = headers["Sec-WebSocket-Key"]
+        seat = Seat(record, role, key, bytes(self._early), remote, features)
         self._early = bytearray()
         if plane.handoff is not None:
             # Another process holds this session's peers: it gets the socket.
@@ -373,13 +389,17 @@ class RelayProtocol(asyncio.BufferedProtocol):
             max_message=plane.rendezvous.max_message,
             remote=seat.remote,
             writelines=self.writelines,
+            features=seat.features,
         )
         if not live.reserve(seat.role, peer):
-            self._refuse(409, SLOT_TAKEN.format(role=seat.role))
+            reason = SLOT_TAKEN.format(role=seat.role)
+            log_refusal(seat.record.id, seat.role, seat.remote, 409, reason)
+            self._refuse(409, reason)
             return
         self._handshake_over()
         self._head = None
-        transport.write(switching_protocols(seat.key))
+        selected = None if seat.features is None else SUBPROTOCOL
+        transport.write(switching_protocols(seat.key, selected))
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         self.peer = peer
         peer.ready = True

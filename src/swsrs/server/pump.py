@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from swsrs.server.sessions import Role
+from swsrs.wire import subprotocol
 from swsrs.wire.frames import (
     CLOSE_GOING_AWAY,
     CLOSE_NO_STATUS,
@@ -29,11 +30,13 @@ from swsrs.wire.frames import (
     OP_CLOSE,
     OP_PING,
     OP_PONG,
+    OP_TEXT,
     Chunk,
     FrameForwarder,
     ProtocolError,
     close_payload,
     control_frame,
+    frame_header,
     parse_close,
 )
 
@@ -97,6 +100,7 @@ class Peer:
         "attached",
         "counterpart",
         "done",
+        "features",
         "flow",
         "fwd",
         "live",
@@ -124,8 +128,11 @@ class Peer:
         max_message: int = -1,
         remote: str = "?",
         writelines: Callable[[Sequence[Chunk]], None] | None = None,
+        features: tuple[str, ...] | None = None,
     ) -> None:
         self.live = live
+        # Offered swsrs.v1 (wire/subprotocol.py): gets the relay's signals; None: raw peer.
+        self.features = features
         self.role = role
         self.flow = flow
         self.transport = transport
@@ -152,13 +159,23 @@ class Peer:
     def start_wait(self, seconds: float, reason: str) -> None:
         loop = asyncio.get_running_loop()
         self._wait_timer = loop.call_later(seconds, self.close, CLOSE_GOING_AWAY, reason)
+        self.signal(subprotocol.waiting(seconds))
+
+    def signal(self, text: str) -> None:
+        """A text message of the relay's own, to a peer that offered swsrs.v1 (only)."""
+        if self.features is not None and self.state == _OPEN:
+            payload = text.encode()
+            self.transport.write(frame_header(True, OP_TEXT, len(payload)) + payload)
 
     def pair(self, other: Peer) -> None:
-        """Link two peers and deliver what each sent while alone."""
+        """Link two peers, tell each (if it asked) that the other is here, and deliver what
+        each sent while alone; the signal comes before any of the other's bytes."""
         for p in (self, other):
             if p._wait_timer is not None:
                 p._wait_timer.cancel()
                 p._wait_timer = None
+        self.signal(subprotocol.paired(other.features))
+        other.signal(subprotocol.paired(self.features))
         self.counterpart = other
         other.counterpart = self
         self._flush_pending()

@@ -31,6 +31,7 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -320,7 +321,8 @@ class RedisSessionStore:
                     failing = True
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    aclose: Any = pubsub.aclose  # typed only in some redis-py releases
+                    await aclose()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), RESUBSCRIBE_DELAY)
 

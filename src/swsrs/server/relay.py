@@ -25,6 +25,7 @@ from swsrs.server.pump import WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer
 from swsrs.server.rendezvous import Rendezvous
 from swsrs.server.sessions import Role, SessionRecord, SessionStore
 from swsrs.wire.handshake import accept_key, check_upgrade
+from swsrs.wire.subprotocol import SUBPROTOCOL, parse_offer
 
 log = logging.getLogger("swsrs.relay")
 
@@ -35,6 +36,7 @@ PATH_PREFIX = "/relay/"
 class Refusal:
     status: int
     reason: str
+    role: Role | None = None  # the slot, once the token named one
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,9 @@ class Seat:
     key: str
     early: bytes = b""
     remote: str = ""
+    # What the client announced on Sec-WebSocket-Protocol (None: not swsrs.v1; see
+    # wire/subprotocol.py): the relay answers such a peer with its pairing signals.
+    features: tuple[str, ...] | None = None
 
 
 SLOT_TAKEN = "slot {role} of this session is already held by a connection"
@@ -82,15 +87,33 @@ async def admit(
     if role is None:
         return Refusal(401, "invalid token for this session")
     if (reason := origin_refusal(origins, headers)) is not None:
-        return Refusal(403, reason)
+        return Refusal(403, reason, role)
     problem = check_upgrade(headers)
     if problem is not None:
-        return Refusal(400, problem)
+        return Refusal(400, problem, role)
     return record, role
 
 
 def log_attach(peer: Peer) -> None:
-    log.info("attach session=%s role=%s remote=%s", peer.live.id, peer.role, peer.remote)
+    log.info(
+        "attach session=%s role=%s remote=%s%s",
+        peer.live.id,
+        peer.role,
+        peer.remote,
+        "" if peer.features is None else f" protocol={SUBPROTOCOL}",
+    )
+
+
+def log_refusal(session_id: str, role: str | None, remote: str, status: int, reason: str) -> None:
+    """Every refused attach, at info: who, which slot, why (never the token)."""
+    log.info(
+        "refused attach session=%s role=%s remote=%s status=%d reason=%r",
+        session_id,
+        role or "?",
+        remote,
+        status,
+        reason,
+    )
 
 
 class RelayHandler:
@@ -123,9 +146,13 @@ class RelayHandler:
             request.query.get("token"),
             self.origins,
         )
+        remote = request.remote or "?"
         if isinstance(verdict, Refusal):
+            log_refusal(request.match_info["id"], verdict.role, remote, verdict.status,
+                        verdict.reason)  # fmt: skip
             return web.Response(status=verdict.status, text=verdict.reason + "\n")
         record, role = verdict
+        features = parse_offer(request.headers.get("Sec-WebSocket-Protocol"))
         if self.advertise is not None:
             try:
                 holder = await self.store.claim(record.id, self.advertise)
@@ -146,7 +173,7 @@ class RelayHandler:
             return web.Response(status=400, text="connection already closed\n")
         if self.handoff is not None:
             key = request.headers["Sec-WebSocket-Key"]
-            self.handoff(transport, Seat(record, role, key, b"", request.remote or "?"))
+            self.handoff(transport, Seat(record, role, key, b"", remote, features))
             return web.Response(status=101)  # never written: the connection has moved
         live = self.rendezvous.session(record)
         protocol = request.protocol
@@ -157,18 +184,21 @@ class RelayHandler:
             transport,
             request.writer,
             max_message=self.rendezvous.max_message,
-            remote=request.remote or "?",
+            remote=remote,
+            features=features,
         )
         if not live.reserve(role, peer):
-            return web.Response(status=409, text=SLOT_TAKEN.format(role=role) + "\n")
-        resp = web.StreamResponse(
-            status=101,
-            headers={
-                "Upgrade": "websocket",
-                "Connection": "Upgrade",
-                "Sec-WebSocket-Accept": accept_key(request.headers["Sec-WebSocket-Key"]),
-            },
-        )
+            reason = SLOT_TAKEN.format(role=role)
+            log_refusal(record.id, role, remote, 409, reason)
+            return web.Response(status=409, text=reason + "\n")
+        headers = {
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Accept": accept_key(request.headers["Sec-WebSocket-Key"]),
+        }
+        if features is not None:
+            headers["Sec-WebSocket-Protocol"] = SUBPROTOCOL
+        resp = web.StreamResponse(status=101, headers=headers)
         resp.force_close()
         try:
             await resp.prepare(request)

@@ -116,7 +116,9 @@ class Worker:
             expires_at=float(obj["expires"]),
         )
         role: Role = "initiator" if obj["role"] == "initiator" else "responder"
-        seat = Seat(record, role, str(obj["key"]), early, str(obj.get("remote", "")))
+        features = obj.get("features")
+        seat = Seat(record, role, str(obj["key"]), early, str(obj.get("remote", "")),
+                    None if features is None else tuple(map(str, features)))  # fmt: skip
         sock = socket.socket(fileno=fd)
         loop = asyncio.get_running_loop()
         task = loop.create_task(

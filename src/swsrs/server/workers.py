@@ -155,6 +155,7 @@ class WorkerPool:
                 "role": seat.role,
                 "key": seat.key,
                 "remote": seat.remote,
+                "features": seat.features,
             },
             seat.early,
             os.dup(sock.fileno()),

@@ -34,11 +34,12 @@ def check_upgrade(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def switching_protocols(key: str) -> bytes:
+def switching_protocols(key: str, subprotocol: str | None = None) -> bytes:
     """The complete ``101`` answer to a valid upgrade carrying ``Sec-WebSocket-Key: key``."""
+    selected = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
     return (
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
+        f"Sec-WebSocket-Accept: {accept_key(key)}\r\n{selected}\r\n"
     ).encode()
 
 
