@@ -27,9 +27,12 @@ def run(*args: str, timeout: float = 60, **kw: object) -> subprocess.CompletedPr
 
 
 def one_line_error(r: subprocess.CompletedProcess[str]) -> str:
+    """The error: the last line, and the only one naming the command (status lines such as
+    "waiting…" or "connected…" may come before it, as ssh's do)."""
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    return lines[0]
+    assert lines and "Traceback" not in r.stderr, r.stderr
+    assert [ln for ln in lines if ln.startswith("swsrs ")] == lines[-1:], r.stderr
+    return lines[-1]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
@@ -116,26 +119,30 @@ def raw_roundtrip(
 ) -> None:
     """``swsrs raw`` as responder (stdout) and initiator (stdin): ``blob`` arrives whole."""
     s = relay.create()
+    # The receiver's stdin is empty (as for a background job): it only receives, and
+    # exits 0 once the sender's end-of-stream has arrived and everything is written.
     receiver = subprocess.Popen(
         [*SWSRS, "raw", "--url", relay.url, "--session", s["id"], "--token",
          s["responder_token"], *receiver_args],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=receiver_env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=receiver_env,
     )  # fmt: skip
     try:
         relay.wait_status(s["id"], lambda st: st["responder_connected"])
+        got: list[bytes] = []
+        assert receiver.stdout is not None
+        reading = threading.Thread(target=lambda: got.append(receiver.stdout.read()))  # type: ignore[union-attr]
+        reading.start()
         sender = subprocess.run(
             [*SWSRS, "raw", "--url", sender_url or relay.url, "--session", s["id"], "--token",
              s["initiator_token"], "--role", "initiator"],
             input=blob, capture_output=True, timeout=60, env=sender_env,
         )  # fmt: skip
         assert sender.returncode == 0, sender.stderr
-        # raw ends when either side ends (the wire has no half-close), so the
-        # receiver's stdin stays open until the tunnel closes from the far side.
-        assert receiver.stdout is not None and receiver.stdin is not None
-        out = receiver.stdout.read()
         assert receiver.wait(60) == 0
-        receiver.stdin.close()
-        assert out == blob
+        reading.join(10)
+        assert got == [blob]
+        assert b"done: sent 0 B, received" in sender.stderr + receiver.stderr.read()  # type: ignore[union-attr]
     finally:
         if receiver.poll() is None:
             receiver.kill()
@@ -184,8 +191,11 @@ def test_unreachable_target_releases_the_other_peer(relay: Relay) -> None:
     r = run("tcp-dial", "--url", relay.url, "--session", s["id"], "--token", s["responder_token"],
             "--target", f"127.0.0.1:{free_port()}")  # fmt: skip
     assert r.returncode == 1 and "cannot connect to target" in one_line_error(r)
-    _, err = waiting.communicate(timeout=30)  # released by the relay: exits on its own
-    assert waiting.returncode == 0, err
+    _, err = waiting.communicate(timeout=30)  # told by the other side: exits on its own
+    assert waiting.returncode == 1, err
+    assert err.decode().splitlines()[-1].startswith(
+        "swsrs raw: the other side failed: cannot connect to target 127.0.0.1:"
+    ), err
 
 
 def test_token_and_session_values_may_start_with_a_dash() -> None:

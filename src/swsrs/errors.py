@@ -98,7 +98,12 @@ def os_reason(exc: OSError) -> str:
     """An OS error in the words of ``strerror(3)``: ``connection refused``, not asyncio's
     ``Connect call failed ('127.0.0.1', 1)`` or aiohttp's ``ssl:default`` wording."""
     import os
+    import ssl
 
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc).lower().replace("_", " ")
     if exc.errno and exc.errno > 0:
         try:
             text = os.strerror(exc.errno)

@@ -19,7 +19,8 @@ from typing import Any
 from swsrs.adapters import stdio, tcp
 from swsrs.cli import tls
 from swsrs.cli.status import Reporter
-from swsrs.client.connection import Connection, Role, connect
+from swsrs.client.attach import connect
+from swsrs.client.connection import Connection, Role
 from swsrs.errors import ConfigError, TunnelFailed
 from swsrs.peer import Ended
 from swsrs.urls import relay_url

@@ -1,6 +1,7 @@
 """The swsrs client SDK: admin client, tunnels, blocking sockets, and auth helpers."""
 
 from swsrs.client.admin import AdminClient, CreatedSession, SessionStatus
+from swsrs.client.attach import accept, connect, dial
 from swsrs.client.auth import (
     DeviceAuthorization,
     FileTokenStore,
@@ -13,7 +14,7 @@ from swsrs.client.auth import (
     refresh,
 )
 from swsrs.client.blocking import open_socket
-from swsrs.client.connection import Connection, accept, connect, dial
+from swsrs.client.connection import Connection
 
 __all__ = [
     "AdminClient",

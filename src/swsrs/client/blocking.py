@@ -14,7 +14,8 @@ import socket
 import threading
 from typing import Any
 
-from swsrs.client.connection import Role, connect
+from swsrs.client.attach import connect
+from swsrs.client.connection import Role
 from swsrs.client.streams import pipe
 
 

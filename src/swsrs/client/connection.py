@@ -1,4 +1,4 @@
-"""``dial`` / ``accept``: attach to a session's slot and get a :class:`Connection`.
+"""One end of a tunnel: :class:`Connection` (made by :mod:`swsrs.client.attach`).
 
 A connection drives one :class:`~swsrs.peer.PeerProtocol` over an aiohttp
 WebSocket: a reader task feeds it what arrives and keeps a bounded inbox of
@@ -21,15 +21,7 @@ from typing import Literal
 import aiohttp
 
 from swsrs.errors import (
-    Forbidden,
-    HandshakeTimeout,
-    HTTPStatusError,
-    NotFound,
     PeerGone,
-    RelayUnreachable,
-    SlotTaken,
-    Unauthorized,
-    os_reason,
 )
 from swsrs.peer import (
     Acknowledged,
@@ -42,8 +34,6 @@ from swsrs.peer import (
     PeerProtocol,
     State,
 )
-from swsrs.urls import relay_url
-from swsrs.wire import subprotocol
 
 Role = Literal["initiator", "responder"]
 SSLArg = _ssl.SSLContext | bool | None
@@ -52,12 +42,6 @@ EventCallback = Callable[[Event], None]
 INBOX_MESSAGES = 16  # data messages held for the application before reading stops
 FEATURES: frozenset[str] = frozenset()  # peer-protocol features beyond swsrs.v1 (none yet)
 
-_REFUSALS: dict[int, tuple[type[HTTPStatusError], str]] = {
-    404: (NotFound, "session not found or expired"),
-    401: (Unauthorized, "token refused by the relay"),
-    403: (Forbidden, "connection forbidden by the relay (Origin not allowed?)"),
-    409: (SlotTaken, "this slot of the session is already held by another connection"),
-}
 _END = None  # in the inbox: the other side's end-of-stream
 
 
@@ -384,86 +368,3 @@ class Connection:
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()
-
-
-async def connect(
-    url: str,
-    session: str,
-    token: str,
-    *,
-    role: Role = "responder",
-    handshake_timeout: float = 10.0,
-    keepalive: float | None = 20.0,
-    ssl: SSLArg = None,
-    max_message_size: int = 0,
-    extensions: bool = True,
-    auto_ack: bool = True,
-    on_event: EventCallback | None = None,
-) -> Connection:
-    """Attach to ``role``'s slot of ``session`` on the relay at ``url``.
-
-    ``url`` is the relay's base (``http(s)://`` or ``ws(s)://``); ``keepalive``
-    is the ping interval in seconds (``None`` for none); ``max_message_size``
-    0 means unlimited. ``extensions`` offers the ``swsrs.v1`` peer protocol
-    (pairing signal, end-of-stream, confirmed delivery); without it, or when
-    the relay or the other side does not speak it, the tunnel carries raw
-    messages as the reference does. ``on_event`` sees :mod:`swsrs.peer.events`
-    (waiting, paired, ended) as they happen. Raises :class:`~swsrs.NotFound`,
-    :class:`~swsrs.Unauthorized`, :class:`~swsrs.SlotTaken`,
-    :class:`~swsrs.RelayUnreachable` or :class:`~swsrs.HandshakeTimeout`.
-    """
-    target = relay_url(url, session)
-    http = aiohttp.ClientSession()
-    try:
-        ws = await asyncio.wait_for(
-            http.ws_connect(
-                target,
-                headers={"Authorization": f"Bearer {token}"},
-                autoping=False,  # pings are answered, and sent, by the Connection
-                heartbeat=None,
-                max_msg_size=max_message_size,
-                ssl=ssl if ssl is not None else True,
-                protocols=subprotocol.offer(FEATURES) if extensions else (),
-            ),
-            handshake_timeout,
-        )
-    except aiohttp.WSServerHandshakeError as exc:
-        await http.close()
-        kind, text = _REFUSALS.get(exc.status, (HTTPStatusError, "relay refused the attach"))
-        raise kind(exc.status, f"{text} (HTTP {exc.status})") from None
-    except TimeoutError:
-        await http.close()
-        raise HandshakeTimeout(f"no answer from {target} within {handshake_timeout:g}s") from None
-    except (aiohttp.ClientError, OSError) as exc:
-        await http.close()
-        raise RelayUnreachable(f"cannot reach the relay at {url}: {_reason(exc)}") from None
-    except BaseException:
-        await http.close()
-        raise
-    return Connection(
-        ws,
-        http,
-        session_id=session,
-        role=role,
-        auto_ack=auto_ack,
-        on_event=on_event,
-        keepalive=keepalive,
-    )
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return os_reason(exc.os_error)
-    if isinstance(exc, OSError):
-        return os_reason(exc)
-    return str(exc) or type(exc).__name__
-
-
-async def dial(url: str, session: str, token: str, **kwargs: object) -> Connection:
-    """Attach as the initiator (see :func:`connect`)."""
-    return await connect(url, session, token, role="initiator", **kwargs)  # type: ignore[arg-type]
-
-
-async def accept(url: str, session: str, token: str, **kwargs: object) -> Connection:
-    """Attach as the responder (see :func:`connect`)."""
-    return await connect(url, session, token, role="responder", **kwargs)  # type: ignore[arg-type]
