@@ -412,20 +412,19 @@ class Bench:
         tunnel = Tunnel(relay, sink.getsockname()[1])
         link: Link | None = None
         try:
+            # tcp-dial connects to its target only once the other side is there: start
+            # tcp-listen, connect the client (which makes it attach), then take the sink's.
             sink.settimeout(30)
+            port = tunnel.start_listen()
+            a = connect(port)
             try:
-                b, _ = sink.accept()  # tcp-dial has attached and connected to its target
+                b, _ = sink.accept()  # paired: tcp-dial has connected to its target
             except TimeoutError:
+                hard_close(a)
                 raise RuntimeError(
                     f"tcp-dial never reached the sink; {tunnel.dial_status()}"
                 ) from None
             b.settimeout(60)
-            port = tunnel.start_listen()
-            try:
-                a = connect(port)
-            except BaseException:
-                hard_close(b)
-                raise
             link = Link(a, b, "raw")
             assert tunnel.listen is not None
             listen0, dial0 = tree_cpu(tunnel.listen.pid), tree_cpu(tunnel.dial.pid)
