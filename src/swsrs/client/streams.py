@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from swsrs.client.connection import Connection
 from swsrs.errors import PeerGone, os_reason
 from swsrs.peer import Ended
+
+if TYPE_CHECKING:
+    from swsrs.client.connection import Connection
 
 READ_SIZE = 256 * 1024
 

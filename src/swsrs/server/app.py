@@ -21,7 +21,8 @@ from swsrs.server.cors import OriginPolicy, cors_middleware
 from swsrs.server.listener import DataPlane, RelayProtocol
 from swsrs.server.relay import RelayHandler
 from swsrs.server.rendezvous import Attachments, Rendezvous
-from swsrs.server.sessions import MemorySessionStore, SessionStore, StoreEvent, open_store
+from swsrs.server.sessions import MemorySessionStore, SessionStore, StoreEvent
+from swsrs.server.stores import open_store
 from swsrs.server.workers import WorkerPool
 from swsrs.wire.frames import CLOSE_GOING_AWAY, CLOSE_NORMAL
 

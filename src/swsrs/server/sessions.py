@@ -19,8 +19,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from swsrs.errors import StoreError
-
 Role = Literal["initiator", "responder"]
 ROLES: tuple[Role, Role] = ("initiator", "responder")
 
@@ -228,24 +226,3 @@ class MemorySessionStore:
 
     async def close(self) -> None:
         self._records.clear()
-
-
-async def open_store(url: str, *, node: str = "") -> SessionStore:
-    """The store a ``--store`` URL names: ``memory``, ``sqlite://PATH`` or ``redis(s)://…``.
-
-    ``sqlite:///var/lib/swsrs/sessions.db`` is an absolute path and
-    ``sqlite://sessions.db`` a relative one. ``node`` names this relay in the
-    events a shared store publishes. Raises
-    :class:`~swsrs.errors.StoreError` when the store cannot be used.
-    """
-    if url == "memory":
-        return MemorySessionStore()
-    if url.startswith("sqlite://"):
-        from swsrs.server.sqlite_store import SQLiteSessionStore
-
-        return await SQLiteSessionStore.open(url[len("sqlite://") :])
-    if url.startswith(("redis://", "rediss://")):
-        from swsrs.server.redis_store import RedisSessionStore
-
-        return await RedisSessionStore.open(url, node=node)
-    raise StoreError(f"unknown session store {url!r}")
