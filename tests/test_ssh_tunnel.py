@@ -391,18 +391,8 @@ def assert_host_exit_0(dial: Peer) -> None:
 
 
 # ssh sends SIGHUP to its ProxyCommand right after closing the pipes to it
-# (sshconnect.c, ssh_kill_proxy_command) and never waits for it; raw dies of it
-# before its end-of-stream and ``done`` reach the host side. With SIGHUP ignored
-# (``sh -c "trap '' HUP; exec swsrs raw …"``) the host's tcp-dial exits 0.
-PROXY_SIGHUP_BUG = pytest.mark.xfail(
-    reason="BUG: raw as ssh's ProxyCommand dies of ssh's SIGHUP at exit before the half-close "
-    "completes, so the host's tcp-dial exits 1 'the other side vanished mid-stream'",
-    raises=HostSideNotClean,
-    strict=True,
-)
-
-
-@PROXY_SIGHUP_BUG
+# (sshconnect.c, ssh_kill_proxy_command) and never waits for it: raw must still
+# finish its end-of-stream, or the host's tcp-dial would rightly exit 1.
 def test_ssh_remote_command_through_proxycommand_raw(
     relay: Relay, sshd: Sshd, tmp_path: Path
 ) -> None:
@@ -426,7 +416,6 @@ def test_ssh_remote_command_through_proxycommand_raw(
         dial.kill()
 
 
-@PROXY_SIGHUP_BUG
 def test_scp_50mib_through_proxycommand_raw(relay: Relay, sshd: Sshd, tmp_path: Path) -> None:
     src = tmp_path / "payload.bin"
     src.write_bytes(os.urandom(50 * 1024 * 1024))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -132,9 +133,22 @@ def _run(
         return conn
 
     async def main() -> Ended:
+        def give_up() -> None:
+            for c in attached:
+                c.fail(HANGUP)
+
+        work = asyncio.ensure_future(body(report, attach))
+        hung_up = _on_hangup(give_up)
         try:
-            return await body(report, attach)
+            either: set[asyncio.Future[Any]] = {work, hung_up}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():  # hung up before a tunnel could end: stop now
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+                return Ended(False, HANGUP)
+            return work.result()
         finally:
+            hung_up.cancel()
             for t in progress:
                 t.cancel()
             await asyncio.gather(*progress, return_exceptions=True)
@@ -145,6 +159,39 @@ def _run(
     if attached:
         report.summary(attached[0].protocol, ended)
     return 0
+
+
+HANGUP = "hung up (SIGHUP)"
+HANGUP_GRACE = 5.0  # seconds a hung-up peer command still has to end its tunnel cleanly
+
+
+def _on_hangup(give_up: Callable[[], None]) -> asyncio.Future[None]:
+    """SIGHUP: finish what can finish, then give up.
+
+    ssh sends its ProxyCommand SIGHUP the moment it exits, right after closing
+    the pipes: ``raw`` has read its end of input by then, and dying at once
+    would cut the end-of-stream that the other side is waiting for. So a
+    hang-up gives the tunnel ``HANGUP_GRACE`` seconds to end cleanly; then the
+    tunnel fails (the other side is told) and the returned future completes.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def stop() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def expire() -> None:
+        give_up()
+        loop.call_later(1.0, stop)  # time for the other side to hear it
+
+    def hangup() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+        loop.call_later(HANGUP_GRACE, expire)
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
+    done.add_done_callback(lambda _: loop.remove_signal_handler(signal.SIGHUP))
+    return done
 
 
 def _tcp_listen(args: argparse.Namespace) -> int:
