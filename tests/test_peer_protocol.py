@@ -20,8 +20,8 @@ from swsrs.peer import (
     ProtocolUsageError,
     State,
     Waiting,
+    ends,
 )
-from swsrs.peer import ends
 from swsrs.wire import subprotocol
 
 V1 = subprotocol.SUBPROTOCOL
@@ -271,7 +271,7 @@ def test_any_interleaving_delivers_every_byte_in_order_and_ends_clean(
         assert a.sent.startswith(b.got) and b.sent.startswith(a.got)  # never reordered
     settle(a, b)
     assert bytes(b.got) == bytes(a.sent) and bytes(a.got) == bytes(b.sent)
-    for me, other in ((a, b), (b, a)):
+    for me in (a, b):
         assert me.proto.ended is not None and me.proto.ended.ok, me.proto.ended
         assert me.delivered_at_end == len(me.sent)
 
