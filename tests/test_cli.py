@@ -193,8 +193,10 @@ def test_unreachable_target_releases_the_other_peer(relay: Relay) -> None:
     assert r.returncode == 1 and "cannot connect to target" in one_line_error(r)
     _, err = waiting.communicate(timeout=30)  # told by the other side: exits on its own
     assert waiting.returncode == 1, err
-    assert err.decode().splitlines()[-1].startswith(
-        "swsrs raw: the other side failed: cannot connect to target 127.0.0.1:"
+    assert (
+        err.decode()
+        .splitlines()[-1]
+        .startswith("swsrs raw: the other side failed: cannot connect to target 127.0.0.1:")
     ), err
 
 
