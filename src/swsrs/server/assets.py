@@ -1,17 +1,18 @@
-"""Files for browsers: the JavaScript client at ``/swsrs.js`` (always) and, with
-``--demo``, the two-party chat page at ``/demo/chat.html``.
+"""Files for browsers: the JavaScript client at ``/swsrs.js`` (always) with the
+modules it imports next to it (``/swsrs-*.js``) and, with ``--demo``, the
+two-party chat page at ``/demo/chat.html``.
 
-Both ship inside the package (``swsrs/web/``) and are read once at start.
+All ship inside the package (``swsrs/web/``) and are read once at start.
 """
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-CLIENT_PATH = "/swsrs.js"
 CHAT_PATH = "/demo/chat.html"
 
 
@@ -35,12 +36,19 @@ def _static(name: str, content_type: str, **extra: str) -> Handler:
     return handler
 
 
+def client_modules() -> list[str]:
+    """``swsrs.js`` and the modules it imports (``swsrs-*.js``), as packaged."""
+    web_dir = resources.files("swsrs") / "web"
+    return sorted(f.name for f in web_dir.iterdir() if re.fullmatch(r"swsrs(-[a-z]+)?\.js", f.name))
+
+
 def routes(*, demo: bool) -> list[web.RouteDef]:
     # The client is public and credential-free: any origin may import it as a module.
-    client_js = _static(
-        "swsrs.js", "text/javascript; charset=utf-8", **{"Access-Control-Allow-Origin": "*"}
-    )
-    out = [web.get(CLIENT_PATH, client_js)]
+    public = {"Access-Control-Allow-Origin": "*"}
+    out = [
+        web.get(f"/{name}", _static(name, "text/javascript; charset=utf-8", **public))
+        for name in client_modules()
+    ]
     if demo:
         chat_html = _static("chat.html", "text/html; charset=utf-8")
 

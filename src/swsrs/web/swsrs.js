@@ -2,17 +2,34 @@
 /**
  * swsrs.js — the browser client of swsrs (Simple WebSocket Relay Service).
  *
- * One dependency-free ES module. The relay serves it at `/swsrs.js`
+ * Dependency-free ES modules. The relay serves this one at `/swsrs.js`
  * (`import {...} from "https://relay.example.com/swsrs.js"` works from any
- * origin); a static site can also ship a copy of this file.
+ * origin) next to the modules it imports (`swsrs-errors.js`,
+ * `swsrs-connection.js`, `swsrs-peer.js`, `swsrs-events.js`, relative to
+ * it); a static site can also ship copies of the five files, side by side.
  *
  *   import { AdminClient, dial, accept } from "/swsrs.js";
  *   const admin = new AdminClient("https://relay.example.com", { token: () => getJwt() });
  *   const s = await admin.create();          // {id, initiator_token, responder_token, ...}
- *   const conn = await dial("https://relay.example.com", s.id, s.initiator_token);
+ *   const conn = await dial("https://relay.example.com", s.id, s.initiator_token, {
+ *     onwaiting: (seconds) => show(`waiting for the other side (up to ${seconds} s)`),
+ *   });
+ *   await conn.paired;                       // the other side is there
  *   conn.send("hello");                      // text stays text, binary stays binary
- *   for await (const msg of conn) { ... }    // string, or ArrayBuffer for binary
- *   const { code, reason } = await conn.closed;
+ *   for await (const msg of conn) { ... }    // string, or ArrayBuffer; ends at their end
+ *   const { ok, cause } = await conn.end();  // our end; resolves when both ends are done
+ *
+ * The peer protocol `swsrs.v1` (docs/peer-protocol.md) is offered by
+ * default: with our relay and a counterpart that speaks it too, the
+ * connection knows when the other side is there (`paired`, `waiting`), ends
+ * each direction on its own (`end()`; the other side's end rejects `recv()`
+ * with a clean {@link PeerGone} and fires `end`) and tells whether
+ * everything was delivered (`ended`). `send()` before the pairing queues.
+ * Against a counterpart that does not speak it, or with `{extensions:
+ * false}`, messages are raw as in the reference protocol. A relay that does
+ * not know it (the reference relay) needs `{extensions: false}`: browsers,
+ * unlike other clients, fail an upgrade whose answer selects none of the
+ * subprotocols offered (`AttachRefused`).
  *
  * Objects from the admin API are the relay's JSON as it is (snake_case
  * fields, RFC 3339 times), exactly as SPEC section 4 describes them.
@@ -21,83 +38,35 @@
  * unknown session, 401 token, 403 Origin, 409 slot held all look the same
  * to a page), so a refused attach is one error, {@link AttachRefused}, that
  * names the possible causes. The developer tools' network panel shows the
- * status (the relay does not log refusals).
+ * status (the relay logs refusals too, at info).
  *
  * @module swsrs
  */
 
-// -- errors ----------------------------------------------------------------------------
+import { Connection } from "./swsrs-connection.js";
+import {
+  AttachRefused,
+  AuthDisabled,
+  Forbidden,
+  HandshakeTimeout,
+  HTTPStatusError,
+  NotFound,
+  RelayUnreachable,
+  SlotTaken,
+  SwsrsError,
+  Unauthorized,
+} from "./swsrs-errors.js";
+import { SUBPROTOCOL } from "./swsrs-peer.js";
 
-/** Base class of every error this module throws on purpose. */
-export class SwsrsError extends Error {
-  /**
-   * @param {string} message
-   * @param {ErrorOptions} [options]
-   */
-  constructor(message, options) {
-    super(message, options);
-    this.name = new.target.name;
-  }
-}
+export * from "./swsrs-errors.js";
+export { Connection } from "./swsrs-connection.js";
+export { SUBPROTOCOL } from "./swsrs-peer.js";
 
-/** The relay answered an admin request with an unexpected HTTP status. */
-export class HTTPStatusError extends SwsrsError {
-  /**
-   * @param {number} status
-   * @param {string} message
-   */
-  constructor(status, message) {
-    super(message);
-    /** @type {number} */
-    this.status = status;
-  }
-}
-
-/** 404: the session does not exist, expired or was deleted. */
-export class NotFound extends HTTPStatusError {}
-/** 401: the admin token was missing or refused. */
-export class Unauthorized extends HTTPStatusError {}
-/** 403: the admin token lacks a scope. */
-export class Forbidden extends HTTPStatusError {}
-/** 409: the slot is already held by another connection. */
-export class SlotTaken extends HTTPStatusError {}
-
-/** Discovery answered 404: the relay runs `--no-auth`, no admin token is needed. */
-export class AuthDisabled extends SwsrsError {}
-
-/**
- * The relay could not be reached: network, TLS, or a cross-origin request the
- * browser blocked because this page's origin is not in the relay's
- * `--allowed-origins` (the page cannot tell these apart).
- */
-export class RelayUnreachable extends SwsrsError {}
-
-/** The WebSocket did not open within `timeoutMs`. */
-export class HandshakeTimeout extends RelayUnreachable {}
-
-/**
- * The WebSocket upgrade failed. The relay refuses before the upgrade with
- * 404 (unknown or expired session), 401 (wrong token), 403 (this page's
- * Origin is not allowed) or 409 (slot already held), or it was unreachable;
- * browsers hide which.
- */
-export class AttachRefused extends SwsrsError {}
-
-/** The tunnel is closed: the counterpart left, or the relay or this side closed it. */
-export class PeerGone extends SwsrsError {
-  /**
-   * @param {string} message
-   * @param {number} code
-   * @param {string} reason
-   */
-  constructor(message, code, reason) {
-    super(message);
-    /** @type {number} */
-    this.code = code;
-    /** @type {string} */
-    this.reason = reason;
-  }
-}
+/** @typedef {import("./swsrs-connection.js").Role} Role */
+/** @typedef {import("./swsrs-connection.js").CloseInfo} CloseInfo */
+/** @typedef {import("./swsrs-connection.js").Message} Message */
+/** @typedef {import("./swsrs-events.js").Paired} Paired */
+/** @typedef {import("./swsrs-events.js").Ended} Ended */
 
 // -- types -------------------------------------------------------------------------------
 
@@ -150,25 +119,21 @@ export class PeerGone extends SwsrsError {
  */
 
 /**
- * @typedef {"initiator" | "responder"} Role
- */
-
-/**
  * @typedef {object} ConnectOptions
  * @property {Role} [role="responder"]
  * @property {AbortSignal} [signal]   aborts the attach; after it, closes the connection
  * @property {number} [timeoutMs=10000]  bound on the WebSocket handshake
+ * @property {boolean} [extensions=true]  offer the `swsrs.v1` peer protocol; false: offer
+ *   nothing (raw messages, no signals, exactly the reference protocol). Needed against a
+ *   relay that does not know `swsrs.v1` (the reference relay): browsers fail a handshake
+ *   whose answer selects none of the subprotocols offered, so the attach is refused.
+ * @property {(seconds: number) => void} [onwaiting]  the relay holds our slot this long
+ *   for the other side (its `waiting` signal)
+ * @property {(paired: Paired) => void} [onpaired]  the other side is there
+ * @property {() => void} [onend]  the other side ended its stream (every message before
+ *   it was handed out)
+ * @property {(ended: Ended) => void} [onended]  the tunnel is over
  */
-
-/**
- * How a connection ended.
- * @typedef {object} CloseInfo
- * @property {number} code      1000 normal, 1001 going away (expiry, shutdown), 1006 dropped...
- * @property {string} reason    e.g. "peer disconnected", "session deleted"
- * @property {boolean} wasClean
- */
-
-/** @typedef {string | ArrayBuffer} Message */
 
 // -- URLs -------------------------------------------------------------------------------
 
@@ -366,152 +331,17 @@ export async function discover(baseUrl, opts = {}) {
   if (!resp.ok) await raiseFor(resp);
   return resp.json();
 }
-
 // -- the data plane -----------------------------------------------------------------------
-
-/**
- * One end of a tunnel over the browser's native WebSocket. Messages keep
- * their type: text arrives as `string`, binary as `ArrayBuffer`.
- *
- * Read with `for await (const m of conn)` (ends when the tunnel closes),
- * `await conn.recv()` (rejects with {@link PeerGone} once closed), or by
- * setting `conn.onmessage` (then messages go to it, queued ones first).
- */
-export class Connection {
-  /**
-   * @param {WebSocket} ws
-   * @param {string} sessionId
-   * @param {Role} role
-   */
-  constructor(ws, sessionId, role) {
-    /** @readonly */
-    this.sessionId = sessionId;
-    /** @readonly */
-    this.role = role;
-    /** @private */
-    this._ws = ws;
-    /** @private @type {Message[]} */
-    this._queue = [];
-    /** @private @type {{resolve: (m: Message) => void, reject: (e: Error) => void}[]} */
-    this._waiters = [];
-    /** @private @type {((m: Message) => void) | null} */
-    this._onmessage = null;
-    /** @private @type {CloseInfo | null} */
-    this._closeInfo = null;
-    /** @private @type {(info: CloseInfo) => void} */
-    let settle = () => {};
-    /**
-     * Resolves (never rejects) once the tunnel is closed, with how it ended.
-     * @type {Promise<CloseInfo>}
-     */
-    this.closed = new Promise((resolve) => {
-      settle = resolve;
-    });
-    ws.binaryType = "arraybuffer";
-    ws.addEventListener("message", (ev) => this._deliver(ev.data));
-    ws.addEventListener("close", (ev) => {
-      const info = { code: ev.code, reason: ev.reason, wasClean: ev.wasClean };
-      this._closeInfo = info;
-      for (const w of this._waiters.splice(0)) w.reject(this._gone());
-      settle(info);
-    });
-  }
-
-  /**
-   * @private
-   * @param {Message} data
-   */
-  _deliver(data) {
-    if (this._onmessage) {
-      this._onmessage(data);
-      return;
-    }
-    const w = this._waiters.shift();
-    if (w) w.resolve(data);
-    else this._queue.push(data);
-  }
-
-  /** @private */
-  _gone() {
-    const i = this._closeInfo ?? { code: 1006, reason: "", wasClean: false };
-    return new PeerGone(`tunnel closed (${i.code}${i.reason ? ` ${i.reason}` : ""})`, i.code, i.reason);
-  }
-
-  /**
-   * A callback for every message, instead of `recv()`/iteration.
-   * @type {((m: Message) => void) | null}
-   */
-  get onmessage() {
-    return this._onmessage;
-  }
-
-  set onmessage(fn) {
-    this._onmessage = fn;
-    if (fn) for (const m of this._queue.splice(0)) fn(m);
-  }
-
-  /** Whether the tunnel is still open. */
-  get isOpen() {
-    return this._closeInfo === null && this._ws.readyState === WebSocket.OPEN;
-  }
-
-  /** Bytes queued by `send` and not yet handed to the network (for pacing large sends). */
-  get bufferedAmount() {
-    return this._ws.bufferedAmount;
-  }
-
-  /**
-   * Send one message: a string goes as text, anything else as binary.
-   * @param {string | ArrayBuffer | ArrayBufferView | Blob} data
-   */
-  send(data) {
-    if (!this.isOpen) throw this._gone();
-    this._ws.send(/** @type {any} */ (data));
-  }
-
-  /**
-   * The next message.
-   * @returns {Promise<Message>}
-   */
-  recv() {
-    const m = this._queue.shift();
-    if (m !== undefined) return Promise.resolve(m);
-    if (this._closeInfo) return Promise.reject(this._gone());
-    return new Promise((resolve, reject) => this._waiters.push({ resolve, reject }));
-  }
-
-  /** @returns {AsyncGenerator<Message, void, undefined>} */
-  async *[Symbol.asyncIterator]() {
-    for (;;) {
-      try {
-        yield await this.recv();
-      } catch (err) {
-        if (err instanceof PeerGone) return;
-        throw err;
-      }
-    }
-  }
-
-  /**
-   * Close the tunnel (the counterpart is then closed by the relay with
-   * 1000 "peer disconnected"). Resolves with how it ended.
-   * @param {number} [code=1000]
-   * @param {string} [reason=""]
-   * @returns {Promise<CloseInfo>}
-   */
-  close(code = 1000, reason = "") {
-    if (this._ws.readyState <= WebSocket.OPEN) this._ws.close(code, reason);
-    return this.closed;
-  }
-}
 
 /**
  * Attach to `role`'s slot of `session` with its token (sent as `?token=`,
  * since a browser cannot set headers on a WebSocket upgrade).
  *
- * Rejects with {@link AttachRefused} when the upgrade fails (see the module
- * note: the status is hidden from pages), {@link HandshakeTimeout} after
- * `timeoutMs`, or the signal's reason when aborted.
+ * Resolves once the WebSocket is open, before the other side may be there
+ * (see {@link Connection}'s `paired`). Rejects with {@link AttachRefused}
+ * when the upgrade fails (see the module note: the status is hidden from
+ * pages), {@link HandshakeTimeout} after `timeoutMs`, or the signal's reason
+ * when aborted.
  * @param {string} url  the relay's base (`http(s)://` or `ws(s)://`), or a `.../relay/{id}` URL
  * @param {string} session
  * @param {string} token
@@ -519,7 +349,7 @@ export class Connection {
  * @returns {Promise<Connection>}
  */
 export function connect(url, session, token, options = {}) {
-  const { role = "responder", signal, timeoutMs = 10000 } = options;
+  const { role = "responder", signal, timeoutMs = 10000, extensions = true } = options;
   return new Promise((resolve, reject) => {
     if (signal?.aborted) {
       reject(signal.reason);
@@ -528,12 +358,20 @@ export function connect(url, session, token, options = {}) {
     const target = `${relayUrl(url, session)}?token=${encodeURIComponent(token)}`;
     let ws;
     try {
-      ws = new WebSocket(target);
+      ws = extensions ? new WebSocket(target, [SUBPROTOCOL]) : new WebSocket(target);
     } catch (err) {
       reject(new SwsrsError(`cannot open a WebSocket to ${relayUrl(url, session)}`, { cause: err }));
       return;
     }
     const conn = new Connection(ws, session, role);
+    // Before the socket opens, so that no signal is missed.
+    const { onwaiting, onpaired, onend, onended } = options;
+    const on = (/** @type {string} */ type, /** @type {(detail: any) => void} */ fn) =>
+      conn.addEventListener(type, (ev) => fn(/** @type {CustomEvent} */ (ev).detail));
+    if (onwaiting) on("waiting", (d) => onwaiting(d.seconds));
+    if (onpaired) on("paired", onpaired);
+    if (onend) on("end", () => onend());
+    if (onended) on("ended", onended);
     let done = false;
     const finish = (/** @type {Error | null} */ err) => {
       if (done) return;
@@ -555,8 +393,13 @@ export function connect(url, session, token, options = {}) {
         new AttachRefused(
           `the relay refused the attach to session ${session} or could not be reached: unknown ` +
             "or expired session (404), wrong token (401), this page's origin not in " +
-            "--allowed-origins (403), slot already held (409), or a network/TLS failure; " +
-            "browsers do not tell pages which (the developer tools' network panel shows the status)",
+            "--allowed-origins (403), slot already held (409), " +
+            (extensions
+              ? "a relay that does not know the swsrs.v1 subprotocol (connect with " +
+                "{extensions: false}), "
+              : "") +
+            "or a network/TLS failure; browsers do not tell pages which (the developer " +
+            "tools' network panel shows the status)",
         ),
       );
     const onAbort = () => {
