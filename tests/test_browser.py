@@ -7,15 +7,24 @@ serves at ``/swsrs.js``; the chat also runs over ``https://``/``wss://``.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import http.server
 import re
 import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from aiohttp import WSMsgType, web
+
+import swsrs
+import swsrs.peer as swsrs_peer
 
 from .conftest import Relay
 from .pki import PKI, make_pki, start_tls_relay
@@ -38,6 +47,8 @@ pytestmark = pytest.mark.skipif(
 
 if CHROMIUM.exists():
     from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+T = TypeVar("T")
 
 
 class _Blank(http.server.BaseHTTPRequestHandler):
@@ -358,3 +369,422 @@ def test_abort_after_open_closes_the_tunnel(browser: Browser, relay: Relay) -> N
         {"code": 1000, "reason": "", "wasClean": True},  # the relay's answer to our close
         {"code": 1000, "reason": "peer disconnected", "wasClean": True},
     ]
+
+
+# -- the swsrs.v1 peer protocol in the browser (docs/peer-protocol.md) ---------------------
+#
+# A page (Chromium) against the Python SDK or `swsrs raw`: the pairing signal,
+# end-of-stream each way, confirmed delivery, and the fallback without it.
+# The Python peer runs on its own event loop in a thread while the page runs.
+
+
+def in_thread(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Run ``coro`` on a fresh event loop in a thread of its own."""
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        return pool.submit(asyncio.run, coro)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def page_on(browser: Browser, relay: Relay) -> tuple[Any, Page]:
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    page.goto(f"{relay.url}/healthz")  # same origin: the page imports /swsrs.js
+    return ctx, page
+
+
+BULK = bytes(range(256)) * 1600  # 400 KiB per message: four of them cross the 1 MiB "ack"
+PY_TEXT = "from python ✓ 😀"  # an astral character: units are code points on both sides
+JS_TEXT = "from the browser 😀"
+
+WAIT_SCRIPT = """
+async ([sid, token]) => {
+  const m = await import("/swsrs.js");
+  const seen = (window.seen = []);
+  const conn = (window.conn = await m.accept(location.origin, sid, token, {
+    onwaiting: (seconds) => seen.push(["waiting", seconds]),
+    onpaired: (paired) => seen.push(["paired", paired]),
+    onend: () => seen.push(["end"]),
+    onended: (ended) => seen.push(["ended", ended]),
+  }));
+  conn.send(new Uint8Array([1, 2, 3]));  // before the pairing: held here until then
+  while (conn.waiting === null) await new Promise((r) => setTimeout(r, 10));
+  return { subprotocol: conn.subprotocol, waiting: conn.waiting, seen: [...seen] };
+}
+"""
+
+EXCHANGE_SCRIPT = """
+async (expected) => {
+  const conn = window.conn;
+  const out = { paired: await conn.paired, bulk: [] };
+  for (let i = 0; i < 4; i++) {
+    const b = new Uint8Array(await conn.recv());
+    out.bulk.push([b.length, b.every((x, j) => x === j % 256)]);
+  }
+  out.text = await conn.recv();
+  conn.send(new Uint8Array(100000).fill(7));
+  conn.send(expected);
+  out.ended = await conn.end();  // our end-of-stream; resolves when both ends are confirmed
+  try { await conn.recv(); } catch (e) { out.recv = [e.name, e.clean, e.message]; }
+  try { conn.send("late"); } catch (e) { out.send = e.name; }
+  out.closed = (await conn.closed).code;
+  out.acknowledged = conn.acknowledged;
+  out.seen = window.seen;
+  return out;
+}
+"""
+
+
+def test_page_waits_pairs_with_the_sdk_and_both_end_clean(browser: Browser, relay: Relay) -> None:
+    s = relay.create()
+    events: list[object] = []
+
+    async def python_peer() -> tuple[object, list[bytes | str], bool, object]:
+        conn = await swsrs.dial(relay.url, s["id"], s["initiator_token"], on_event=events.append)
+        try:
+            paired = await conn.wait_paired()
+            for _ in range(4):
+                await conn.send(BULK)
+            await conn.send(PY_TEXT)
+            got: list[bytes | str] = []
+            try:
+                while True:
+                    got.append(await conn.recv())
+            except swsrs.PeerGone as exc:
+                clean = exc.clean  # the page's end-of-stream
+            return paired, got, clean, await conn.finish()
+        finally:
+            await conn.close()
+
+    ctx, page = page_on(browser, relay)
+    try:
+        first = page.evaluate(WAIT_SCRIPT, [s["id"], s["responder_token"]])
+        assert first == {"subprotocol": "swsrs.v1", "waiting": 120, "seen": [["waiting", 120]]}
+        peer = in_thread(python_peer())
+        out = page.evaluate(EXCHANGE_SCRIPT, JS_TEXT)
+        paired, got, clean, ended = peer.result(timeout=30)
+    finally:
+        ctx.close()
+    confirmed = {"features": [], "confirmed": True, "signalled": True}
+    assert out == {
+        "paired": confirmed,
+        "bulk": [[len(BULK), True]] * 4,
+        "text": PY_TEXT,
+        "ended": {"ok": True, "cause": "", "code": 1000},
+        "recv": ["PeerGone", True, "the other side ended its stream"],
+        "send": "PeerGone",
+        "closed": 1000,
+        "acknowledged": 3 + 100000 + len(JS_TEXT),  # everything, confirmed by "done"
+        "seen": [["waiting", 120], ["paired", confirmed], ["end"],
+                 ["ended", {"ok": True, "cause": "", "code": 1000}]],
+    }  # fmt: skip
+    # The Python side: the page's queued bytes first, then the rest, a clean end both ways.
+    assert paired == swsrs_peer.Paired(frozenset())
+    assert got == [b"\x01\x02\x03", b"\x07" * 100000, JS_TEXT]
+    assert clean is True
+    assert ended == swsrs_peer.Ended(True, "", 1000)
+    assert [type(e).__name__ for e in events] == ["Paired", "EndOfStream", "Ended"]
+
+
+HALF_CLOSE_SCRIPT = """
+async ([sid, token]) => {
+  const m = await import("/swsrs.js");
+  const out = { end: 0 };
+  const conn = await m.accept(location.origin, sid, token, { onend: () => out.end++ });
+  out.paired = await conn.paired;
+  const parts = [];
+  for await (const msg of conn) parts.push(new Uint8Array(msg));  // until raw's end-of-stream
+  out.received = new TextDecoder().decode(new Uint8Array(parts.flatMap((p) => [...p])));
+  try { await conn.recv(); } catch (e) { out.recv = [e.name, e.clean]; }
+  out.isOpen = conn.isOpen;  // their end is not ours: we still send
+  conn.send("after your end ✓\\n");
+  conn.send(new TextEncoder().encode("and bytes\\n"));
+  out.ended = await conn.end();
+  return out;
+}
+"""
+
+
+def test_page_sees_the_other_sides_end_and_still_sends(
+    browser: Browser, relay: Relay, tmp_path: Path
+) -> None:
+    """``swsrs raw`` ends its stdin first; the page reads that end, then answers and ends."""
+    s = relay.create()
+    stdin = tmp_path / "stdin"
+    stdin.write_bytes("stdin of raw ✓\n".encode() * 1000)
+    args = ["raw", "--url", relay.url, "--session", s["id"], "--token", s["initiator_token"],
+            "--role", "initiator"]  # fmt: skip
+    with stdin.open("rb") as f:
+        raw = subprocess.Popen([sys.executable, "-m", "swsrs", *args], stdin=f,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    ctx, page = page_on(browser, relay)
+    try:
+        out = page.evaluate(HALF_CLOSE_SCRIPT, [s["id"], s["responder_token"]])
+        stdout, stderr = raw.communicate(timeout=30)
+    finally:
+        ctx.close()
+        if raw.poll() is None:
+            raw.kill()
+            raw.communicate()
+    assert out == {
+        "end": 1,
+        "paired": {"features": [], "confirmed": True, "signalled": True},
+        "received": "stdin of raw ✓\n" * 1000,
+        "recv": ["PeerGone", True],
+        "isOpen": True,
+        "ended": {"ok": True, "cause": "", "code": 1000},
+    }
+    assert raw.returncode == 0, stderr
+    assert stdout == "after your end ✓\nand bytes\n".encode()
+
+
+RAW_PAGE_SCRIPT = """
+async ([sid, token]) => {
+  const m = await import("/swsrs.js");
+  const out = { waiting: 0 };
+  const conn = await m.accept(location.origin, sid, token, {
+    extensions: false,
+    onwaiting: () => out.waiting++,
+  });
+  out.subprotocol = conn.subprotocol;
+  out.paired = await conn.paired;  // at once: no relay signal without swsrs.v1
+  conn.send('{"type": "eos", "sent": 0}');  // just text: nothing is control here
+  conn.send(new Uint8Array([9, 8, 7]));
+  const a = await conn.recv();
+  const b = await conn.recv();
+  out.got = [a, Array.from(new Uint8Array(b))];
+  out.ended = await conn.end();  // without end-of-stream, the end closes the tunnel
+  out.closed = await conn.closed;
+  return out;
+}
+"""
+
+
+def test_page_without_extensions_is_raw_against_an_sdk_peer(browser: Browser, relay: Relay) -> None:
+    s = relay.create()
+    events: list[object] = []
+
+    async def python_peer() -> tuple[object, list[bytes | str], object]:
+        conn = await swsrs.dial(relay.url, s["id"], s["initiator_token"], on_event=events.append)
+        try:
+            paired = await conn.wait_paired()
+            await conn.send('{"type": "done", "delivered": 0}')  # raw text, not control
+            await conn.send(b"\x00\xff")
+            got: list[bytes | str] = []
+            with contextlib.suppress(swsrs.PeerGone):
+                while True:
+                    got.append(await conn.recv())
+            return paired, got, await conn.wait_ended()
+        finally:
+            await conn.close()
+
+    peer = in_thread(python_peer())
+    ctx, page = page_on(browser, relay)
+    try:
+        out = page.evaluate(RAW_PAGE_SCRIPT, [s["id"], s["responder_token"]])
+        paired, got, ended = peer.result(timeout=30)
+    finally:
+        ctx.close()
+    assert out == {
+        "waiting": 0,
+        "subprotocol": "",
+        "paired": {"features": None, "confirmed": False, "signalled": False},
+        "got": ['{"type": "done", "delivered": 0}', [0, 255]],
+        "ended": {"ok": True, "cause": "", "code": 1000},
+        "closed": {"code": 1000, "reason": "", "wasClean": True},
+    }
+    assert paired == swsrs_peer.Paired(None)  # the page offered nothing: it speaks raw
+    assert got == ['{"type": "eos", "sent": 0}', b"\x09\x08\x07"]
+    assert ended == swsrs_peer.Ended(True, "", 1000)  # a raw peer leaving is the end
+    assert not any(isinstance(e, swsrs_peer.EndOfStream) for e in events)
+
+
+ABORT_SCRIPT = """
+async ([sid, token, fail]) => {
+  const m = await import("/swsrs.js");
+  const conn = await m.accept(location.origin, sid, token);
+  await conn.paired;
+  const out = {};
+  if (fail) {
+    out.ended = await conn.fail(fail);
+  } else {
+    try { await conn.recv(); } catch (e) { out.recv = [e.name, e.clean, e.message]; }
+    out.ended = await conn.ended;
+  }
+  return out;
+}
+"""
+
+
+@pytest.mark.parametrize("who", ["python", "page"])
+def test_abort_travels_both_ways(browser: Browser, relay: Relay, who: str) -> None:
+    s = relay.create()
+
+    async def python_peer() -> object:
+        conn = await swsrs.dial(relay.url, s["id"], s["initiator_token"])
+        try:
+            await conn.wait_paired()
+            if who == "python":
+                conn.fail("target unreachable: connection refused")
+            return await conn.wait_ended()
+        finally:
+            await conn.close()
+
+    peer = in_thread(python_peer())
+    ctx, page = page_on(browser, relay)
+    try:
+        fail = "output broken" if who == "page" else None
+        out = page.evaluate(ABORT_SCRIPT, [s["id"], s["responder_token"], fail])
+        ended = peer.result(timeout=30)
+    finally:
+        ctx.close()
+    if who == "python":
+        cause = "the other side failed: target unreachable: connection refused"
+        assert out == {"recv": ["PeerGone", False, cause],
+                       "ended": {"ok": False, "cause": cause, "code": None}}  # fmt: skip
+        assert isinstance(ended, swsrs_peer.Ended) and not ended.ok
+    else:
+        assert out == {"ended": {"ok": False, "cause": "output broken", "code": None}}
+        assert ended == swsrs_peer.Ended(False, "the other side failed: output broken")
+
+
+TWO_PAGES_SCRIPT = """
+async ([sid, a, b]) => {
+  const m = await import("/swsrs.js");
+  const origin = location.origin;
+  const out = { bGot: [], bEnd: 0 };
+  const ini = await m.dial(origin, sid, a);
+  const res = await m.accept(origin, sid, b, { onend: () => out.bEnd++ });
+  res.onmessage = (msg) => out.bGot.push(typeof msg === "string" ? msg : msg.byteLength);
+  ini.send("one");
+  ini.send(new ArrayBuffer(5));
+  const iniEnded = ini.end();
+  while (out.bEnd === 0) await new Promise((r) => setTimeout(r, 10));
+  res.send("answer after the end");
+  const resEnded = res.end();
+  out.iniGot = [];
+  for await (const msg of ini) out.iniGot.push(msg);
+  out.ended = [await iniEnded, await resEnded];
+  return out;
+}
+"""
+
+
+def test_two_pages_end_clean_with_onmessage(browser: Browser, relay: Relay) -> None:
+    s = relay.create()
+    ctx, page = page_on(browser, relay)
+    try:
+        out = page.evaluate(TWO_PAGES_SCRIPT, [s["id"], s["initiator_token"], s["responder_token"]])
+    finally:
+        ctx.close()
+    clean = {"ok": True, "cause": "", "code": 1000}
+    assert out == {"bGot": ["one", 5], "bEnd": 1, "iniGot": ["answer after the end"],
+                   "ended": [clean, clean]}  # fmt: skip
+
+
+NOBODY_SCRIPT = """
+async ([sid, token]) => {
+  const m = await import("/swsrs.js");
+  const conn = await m.dial(location.origin, sid, token);
+  conn.send("never sent");
+  const out = {};
+  try { await conn.paired; } catch (e) { out.paired = [e.name, e.message]; }
+  out.ended = await conn.ended;
+  out.waiting = conn.waiting;
+  return out;
+}
+"""
+
+
+def test_nobody_comes(browser: Browser, relay_factory: Any) -> None:
+    relay: Relay = relay_factory("--peer-wait", "1s")
+    s = relay.create()
+    ctx, page = page_on(browser, relay)
+    try:
+        out = page.evaluate(NOBODY_SCRIPT, [s["id"], s["initiator_token"]])
+    finally:
+        ctx.close()
+    cause = "nobody came: peer did not attach within 1s (the relay's --peer-wait)"
+    assert out == {"paired": ["PeerGone", cause], "ended": {"ok": False, "cause": cause,
+                   "code": 1001}, "waiting": 1}  # fmt: skip
+
+
+@contextlib.contextmanager
+def signal_free_relay() -> Iterator[tuple[str, list[str | None]]]:
+    """A WebSocket echo at ``/relay/{id}`` that selects no subprotocol (as the reference
+    relay does): yields its URL and the ``Sec-WebSocket-Protocol`` each client offered."""
+    offered: list[str | None] = []
+
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        offered.append(request.headers.get("Sec-WebSocket-Protocol"))
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                await ws.send_str(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+        return ws
+
+    async def start() -> tuple[web.AppRunner, int]:
+        app = web.Application()
+        app.router.add_get("/relay/{id}", echo)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return runner, runner.addresses[0][1]
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    runner, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        yield f"http://127.0.0.1:{port}", offered
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+NO_SIGNALS_SCRIPT = """
+async (relay) => {
+  const m = await import("/swsrs.js");
+  const out = {};
+  // Browsers fail an upgrade whose answer selects none of the subprotocols offered.
+  try { await m.accept(relay, "s", "t"); } catch (e) { out.offered = [e.name, e.message]; }
+  const conn = await m.accept(relay, "s", "t", { extensions: false });
+  out.subprotocol = conn.subprotocol;
+  out.paired = await conn.paired;
+  conn.send('{"type": "eos", "sent": 0}');
+  conn.send(new Uint8Array([1, 2]));
+  out.echo = [await conn.recv(), Array.from(new Uint8Array(await conn.recv()))];
+  out.ended = await conn.end();
+  return out;
+}
+"""
+
+
+def test_a_relay_without_the_subprotocol_needs_extensions_off(
+    browser: Browser, relay: Relay
+) -> None:
+    """Unlike aiohttp, a browser refuses an answer that selects no subprotocol: against such a
+    relay (the reference) the page must offer none, and then gets raw messages as before."""
+    with signal_free_relay() as (url, offered):
+        ctx, page = page_on(browser, relay)
+        try:
+            out = page.evaluate(NO_SIGNALS_SCRIPT, url)
+        finally:
+            ctx.close()
+    assert offered == ["swsrs.v1", None]
+    name, message = out.pop("offered")
+    assert name == "AttachRefused"
+    assert "a relay that does not know the swsrs.v1 subprotocol (connect with " in message
+    assert out == {
+        "subprotocol": "",
+        "paired": {"features": None, "confirmed": False, "signalled": False},
+        "echo": ['{"type": "eos", "sent": 0}', [1, 2]],
+        "ended": {"ok": True, "cause": "", "code": 1000},
+    }
