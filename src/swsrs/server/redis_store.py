@@ -143,17 +143,20 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-_PIPELINE_NOTE = re.compile(r"^Command # \d+ \(.*\) of pipeline caused error: (\(.*\))$", re.S)
+_PIPELINE_NOTE = re.compile(r"^Command # \d+ \(.*\) of pipeline caused error: (.*)$", re.S)
 
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc)
     # redis-py prefixes an error inside a pipeline with the command, arguments included
     # (token digests among them): keep only the server's message.
-    if (m := _PIPELINE_NOTE.match(text)) is not None:
-        with contextlib.suppress(ValueError, SyntaxError):
-            args = ast.literal_eval(m.group(1))
-            text = str(args[0]) if isinstance(args, tuple) and args else text
+    # Older releases show the error's args as a tuple, newer ones its message.
+    if _PIPELINE_NOTE.match(text) is not None:
+        text = text.rpartition(" of pipeline caused error: ")[2]
+        if text.startswith("("):
+            with contextlib.suppress(ValueError, SyntaxError):
+                args = ast.literal_eval(text)
+                text = str(args[0]) if isinstance(args, tuple) and args else text
         if text.startswith("Command # "):
             text = type(exc).__name__
     return " ".join(text.split()).rstrip(".") or type(exc).__name__
