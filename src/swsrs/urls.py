@@ -11,9 +11,14 @@ _HTTP = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
 
 
 def _split(url: str) -> SplitResult:
-    parts = urlsplit(url.strip())
-    if parts.scheme.lower() not in _WS or not parts.netloc:
-        raise ConfigError(f"invalid relay URL {url!r} (want http(s):// or ws(s)://host[:port])")
+    bad = f"invalid relay URL {url!r} (want http(s):// or ws(s)://host[:port])"
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port  # raises on a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise ConfigError(f"{bad}: {exc}") from None
+    if parts.scheme.lower() not in _WS or not parts.hostname or port == 0:
+        raise ConfigError(bad)
     return parts
 
 
