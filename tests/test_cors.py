@@ -15,13 +15,8 @@ from websockets.asyncio.client import connect
 
 from swsrs.errors import ConfigError
 from swsrs.server.config import load
-from swsrs.server.cors import (
-    OriginPolicy,
-    cors_headers,
-    origin_host,
-    origin_refusal,
-    pattern_problem,
-)
+from swsrs.server.control.cors import cors_headers
+from swsrs.server.origins import OriginPolicy, origin_host, origin_refusal, pattern_problem
 
 from .conftest import Relay
 

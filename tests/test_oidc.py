@@ -21,7 +21,7 @@ import jwt
 import pytest
 
 import swsrs
-from swsrs.server.oidc import OIDCAuthorizer, TokenRejected
+from swsrs.server.control.oidc import OIDCAuthorizer, TokenRejected
 
 from .conftest import Relay, free_port, make_idp, oidc_flags, start_relay
 from .oidc_idp import ALL_SCOPES, AUDIENCE, IdP, SigningKey, ec_key, rsa_key

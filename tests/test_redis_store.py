@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from swsrs.server.sessions import hash_token
+from swsrs.server.stores.base import hash_token
 
 from .cluster import REDIS as REDIS_SERVER
 from .cluster import RedisServer
@@ -365,7 +365,7 @@ def test_config_accepts_redis_urls_and_derives_a_node_id() -> None:
 
 
 def test_split_url_keeps_the_password_out_of_messages() -> None:
-    from swsrs.server.redis_store import redact, split_url
+    from swsrs.server.stores.redis import redact, split_url
 
     client, prefix, place = split_url("redis://:pw@h:7000/3?prefix=p:&health_check_interval=5")
     assert prefix == "p:" and place == "redis://h:7000/3" and "prefix" not in client
@@ -375,8 +375,8 @@ def test_split_url_keeps_the_password_out_of_messages() -> None:
 
 async def test_the_store_api(redis_server: RedisServer) -> None:
     """The store on its own: two instances stand for two nodes."""
-    from swsrs.server.redis_store import RedisSessionStore
-    from swsrs.server.sessions import LiveState, StoreEvent, mint
+    from swsrs.server.stores.base import LiveState, StoreEvent, mint
+    from swsrs.server.stores.redis import RedisSessionStore
 
     a = await RedisSessionStore.open(redis_server.url, node="a")
     b = await RedisSessionStore.open(redis_server.url, node="b")

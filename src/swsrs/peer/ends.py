@@ -1,7 +1,7 @@
 """Why a tunnel ended, in words a person reads at 3 a.m.: one line per cause.
 
 The relay ends a peer with a close frame whose code and reason name the
-cause (``server/rendezvous.py``, ``server/admin.py``); the reference relay
+cause (``server/dataplane/rendezvous.py``, ``server/control/admin.py``); the reference relay
 uses the same words where it has the same ends.
 """
 

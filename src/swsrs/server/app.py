@@ -14,16 +14,19 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from swsrs.errors import StoreError
-from swsrs.server import assets, malloc, tls
-from swsrs.server.admin import AdminAPI, Authorizer, NoAuth
+from swsrs.server import malloc, tls
 from swsrs.server.config import ServerConfig
-from swsrs.server.cors import OriginPolicy, cors_middleware
-from swsrs.server.listener import DataPlane, RelayProtocol
-from swsrs.server.relay import RelayHandler
-from swsrs.server.rendezvous import Attachments, Rendezvous
-from swsrs.server.sessions import MemorySessionStore, SessionStore, StoreEvent
-from swsrs.server.stores import open_store
-from swsrs.server.workers import WorkerPool
+from swsrs.server.control import assets
+from swsrs.server.control.admin import AdminAPI, Authorizer, NoAuth
+from swsrs.server.control.cors import cors_middleware
+from swsrs.server.dataplane.admit import RelayHandler
+from swsrs.server.dataplane.listener import DataPlane, RelayProtocol
+from swsrs.server.dataplane.rendezvous import Attachments, Rendezvous
+from swsrs.server.origins import OriginPolicy
+from swsrs.server.stores.base import SessionStore, StoreEvent
+from swsrs.server.stores.memory import MemorySessionStore
+from swsrs.server.stores.open import open_store
+from swsrs.server.workers.pool import WorkerPool
 from swsrs.wire.frames import CLOSE_GOING_AWAY, CLOSE_NORMAL
 
 log = logging.getLogger("swsrs")
@@ -264,7 +267,7 @@ class Relay:
 
 def _printable(store: str) -> str:
     if store.startswith(("redis://", "rediss://")):
-        from swsrs.server.redis_store import redact
+        from swsrs.server.stores.redis import redact
 
         return redact(store)
     return store
@@ -277,7 +280,7 @@ async def serve(config: ServerConfig, *, on_ready: Callable[[Relay], None] | Non
     malloc.tune()
     authorizer: Authorizer | None = None
     if not config.no_auth:
-        from swsrs.server.oidc import OIDCAuthorizer
+        from swsrs.server.control.oidc import OIDCAuthorizer
 
         assert config.oidc_issuer is not None
         authorizer = OIDCAuthorizer(

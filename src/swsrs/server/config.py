@@ -16,7 +16,7 @@ from typing import Any
 
 from swsrs.durations import parse_duration
 from swsrs.errors import ConfigError
-from swsrs.server.cors import pattern_problem
+from swsrs.server.origins import pattern_problem
 from swsrs.urls import to_ws_base
 
 _TRUE = {"1", "true", "yes", "on", "t", "y"}
@@ -168,7 +168,7 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
                 "--store sqlite:// needs a file path, e.g. sqlite:///var/lib/swsrs.db"
             )
     elif store.startswith(("redis://", "rediss://")):
-        from swsrs.server.redis_store import split_url
+        from swsrs.server.stores.redis import split_url
 
         try:
             split_url(store)

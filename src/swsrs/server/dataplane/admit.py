@@ -4,7 +4,7 @@ Order of checks (SPEC section 3): unknown or expired session → 404, no token
 → 401, wrong token → 401, ``Origin`` not allowed → 403, not a WebSocket
 upgrade → 400, slot held → 409.
 :func:`admit` is the one place these are decided. A connection reaches it
-two ways: almost always through :mod:`swsrs.server.listener`, which reads a
+two ways: almost always through :mod:`swsrs.server.dataplane.listener`, which reads a
 new connection's request head itself; and, when a client reuses a
 keep-alive connection that aiohttp already serves, through
 :class:`RelayHandler`, an ordinary aiohttp route. The IdP is never consulted.
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from swsrs.errors import StoreError
-from swsrs.server.cors import OriginPolicy, origin_refusal
-from swsrs.server.pump import WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer
-from swsrs.server.rendezvous import Rendezvous
-from swsrs.server.sessions import Role, SessionRecord, SessionStore
+from swsrs.server.dataplane.pump import WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer
+from swsrs.server.dataplane.rendezvous import Rendezvous
+from swsrs.server.origins import OriginPolicy, origin_refusal
+from swsrs.server.stores.base import Role, SessionRecord, SessionStore
 from swsrs.wire.handshake import accept_key, check_upgrade
 from swsrs.wire.subprotocol import SUBPROTOCOL, parse_offer
 

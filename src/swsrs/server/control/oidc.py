@@ -22,7 +22,7 @@ import aiohttp
 import jwt
 from aiohttp import web
 
-from swsrs.server.admin import SCOPE_CREATE, SCOPE_DELETE, SCOPE_READ
+from swsrs.server.control.admin import SCOPE_CREATE, SCOPE_DELETE, SCOPE_READ
 
 log = logging.getLogger("swsrs.oidc")
 
@@ -132,7 +132,7 @@ def _bearer(request: web.Request) -> str | None:
 
 
 class OIDCAuthorizer:
-    """The :class:`~swsrs.server.admin.Authorizer` for production: OIDC JWT bearer tokens."""
+    """The :class:`~swsrs.server.control.admin.Authorizer` for production: OIDC JWTs."""
 
     def __init__(
         self,

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from swsrs.durations import format_duration
-from swsrs.server.sessions import ROLES, LiveState, Role, SessionRecord
+from swsrs.server.stores.base import ROLES, LiveState, Role, SessionRecord
 from swsrs.wire.frames import CLOSE_GOING_AWAY, CLOSE_NORMAL
 
 if TYPE_CHECKING:
-    from swsrs.server.pump import Peer
+    from swsrs.server.dataplane.pump import Peer
 
 log = logging.getLogger("swsrs.relay")
 
@@ -86,7 +86,7 @@ class Attachments(Protocol):
     """Who is attached to which session, as the admin API and the server's lifecycle see it.
 
     :class:`Rendezvous` is this for one process; with ``--workers`` the front
-    process's :class:`~swsrs.server.workers.WorkerPool` is, for all workers.
+    process's :class:`~swsrs.server.workers.pool.WorkerPool` is, for all workers.
     """
 
     def status(self, record: SessionRecord) -> dict[str, Any]: ...

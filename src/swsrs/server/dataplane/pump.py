@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from swsrs.server.sessions import Role
+from swsrs.server.stores.base import Role
 from swsrs.wire import subprotocol
 from swsrs.wire.frames import (
     CLOSE_GOING_AWAY,
@@ -41,7 +41,7 @@ from swsrs.wire.frames import (
 )
 
 if TYPE_CHECKING:
-    from swsrs.server.rendezvous import LiveSession
+    from swsrs.server.dataplane.rendezvous import LiveSession
 
 log = logging.getLogger("swsrs.relay")
 

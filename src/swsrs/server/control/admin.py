@@ -14,8 +14,8 @@ from aiohttp import web
 
 from swsrs.errors import StoreError
 from swsrs.server.config import ServerConfig
-from swsrs.server.rendezvous import Attachments, rfc3339, status_reported
-from swsrs.server.sessions import LiveState, SessionRecord, SessionStore, mint
+from swsrs.server.dataplane.rendezvous import Attachments, rfc3339, status_reported
+from swsrs.server.stores.base import LiveState, SessionRecord, SessionStore, mint
 from swsrs.wire.frames import CLOSE_NORMAL
 
 log = logging.getLogger("swsrs.admin")

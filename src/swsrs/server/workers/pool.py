@@ -29,10 +29,10 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from swsrs.server.channel import Channel, pair
-from swsrs.server.relay import Seat
-from swsrs.server.rendezvous import status_reported
-from swsrs.server.sessions import LiveState, SessionRecord
+from swsrs.server.dataplane.admit import Seat
+from swsrs.server.dataplane.rendezvous import status_reported
+from swsrs.server.stores.base import LiveState, SessionRecord
+from swsrs.server.workers.channel import Channel, pair
 
 log = logging.getLogger("swsrs.workers")
 
@@ -66,7 +66,13 @@ class WorkerHandle:
         front, child = pair()
         config = {**self.pool.worker_config, "index": self.index}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "swsrs.server.worker", str(child.fileno()), json.dumps(config)],
+            [
+                sys.executable,
+                "-m",
+                "swsrs.server.workers.worker",
+                str(child.fileno()),
+                json.dumps(config),
+            ],
             pass_fds=(child.fileno(),),
         )
         child.close()
@@ -121,7 +127,8 @@ class WorkerHandle:
 
 
 class WorkerPool:
-    """The front's view of its workers; implements :class:`~swsrs.server.rendezvous.Attachments`."""
+    """The front's view of its workers (the front's
+    :class:`~swsrs.server.dataplane.rendezvous.Attachments`)."""
 
     def __init__(self, n: int, *, peer_wait: float, max_message: int, log_level: str) -> None:
         self.worker_config = {

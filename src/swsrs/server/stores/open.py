@@ -1,11 +1,12 @@
-"""``--store URL``: which :class:`~swsrs.server.sessions.SessionStore` a URL names."""
+"""``--store URL``: which :class:`~swsrs.server.stores.base.SessionStore` a URL names."""
 
 from __future__ import annotations
 
 from swsrs.errors import StoreError
-from swsrs.server.redis_store import RedisSessionStore
-from swsrs.server.sessions import MemorySessionStore, SessionStore
-from swsrs.server.sqlite_store import SQLiteSessionStore
+from swsrs.server.stores.base import SessionStore
+from swsrs.server.stores.memory import MemorySessionStore
+from swsrs.server.stores.redis import RedisSessionStore
+from swsrs.server.stores.sqlite import SQLiteSessionStore
 
 
 async def open_store(url: str, *, node: str = "") -> SessionStore:

@@ -47,7 +47,7 @@ from redis.exceptions import (
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from swsrs.errors import StoreError
-from swsrs.server.sessions import LiveState, SessionRecord, StoreEvent
+from swsrs.server.stores.base import LiveState, SessionRecord, StoreEvent
 
 log = logging.getLogger("swsrs.store")
 
@@ -185,7 +185,7 @@ def _float(v: bytes | str | None, default: float = 0.0) -> float:
 
 
 class RedisSessionStore:
-    """A :class:`~swsrs.server.sessions.SessionStore` in Redis, shared by every node using it."""
+    """A :class:`~swsrs.server.stores.base.SessionStore` in Redis, shared by every node using it."""
 
     shared = True
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from swsrs.errors import StoreError
-from swsrs.server.sessions import LiveState, SessionRecord, StoreEvent, no_events
+from swsrs.server.stores.base import LiveState, SessionRecord, StoreEvent, no_events
 
 T = TypeVar("T")
 
@@ -43,7 +43,7 @@ def _record(row: tuple[str, bytes, bytes, float, float]) -> SessionRecord:
 
 
 class SQLiteSessionStore:
-    """A :class:`~swsrs.server.sessions.SessionStore` in one SQLite file."""
+    """A :class:`~swsrs.server.stores.base.SessionStore` in one SQLite file."""
 
     shared = False  # one relay process uses the file
 

@@ -1,12 +1,12 @@
 """A worker process of ``swsrs serve --workers N``: the data plane of the sessions it owns.
 
-The front process (:mod:`swsrs.server.workers`) admits each ``/relay/``
+The front process (:mod:`swsrs.server.workers.pool`) admits each ``/relay/``
 connection and sends the socket here, to the worker that owns its session,
 so that both peers of a session always meet in one process. The worker
 seats it (``409`` if the slot is held), forwards the bytes and reports the
 session's state: on every attach and detach, and its counters once a second.
 
-Started by the front as ``python -m swsrs.server.worker FD CONFIG_JSON``.
+Started by the front as ``python -m swsrs.server.workers.worker FD CONFIG_JSON``.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import time
 from typing import Any
 
 from swsrs.server import malloc
-from swsrs.server.channel import Channel
-from swsrs.server.listener import DataPlane, RelayProtocol
+from swsrs.server.dataplane.admit import Seat
+from swsrs.server.dataplane.listener import DataPlane, RelayProtocol
+from swsrs.server.dataplane.rendezvous import LiveSession, Rendezvous
 from swsrs.server.logs import setup_logging
-from swsrs.server.relay import Seat
-from swsrs.server.rendezvous import LiveSession, Rendezvous
-from swsrs.server.sessions import Role, SessionRecord
+from swsrs.server.stores.base import Role, SessionRecord
+from swsrs.server.workers.channel import Channel
 from swsrs.wire.frames import CLOSE_GOING_AWAY
 
 log = logging.getLogger("swsrs.worker")

@@ -5,9 +5,9 @@ Anything but ``GET /relay/…`` is handed, with the bytes read so far, to
 aiohttp's low-level server (``AppRunner.server``), which then owns the
 connection for good (admin API, discovery, health, keep-alive and all).
 For a ``/relay/`` request it reads the head (parsed by ``httptools``),
-decides the attach with :func:`~swsrs.server.relay.admit`, writes the
+decides the attach with :func:`~swsrs.server.dataplane.admit.admit`, writes the
 ``101`` and from then on feeds the connection's bytes to a
-:class:`~swsrs.server.pump.Peer`.
+:class:`~swsrs.server.dataplane.pump.Peer`.
 
 Why not let aiohttp serve the upgrade too: an attached peer then costs an
 aiohttp request handler, a request task and its objects (about 27 KB a
@@ -21,21 +21,16 @@ of any connection, because nothing in the pump keeps a view of it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 from collections.abc import Callable, Sequence
-from typing import Any
 from urllib.parse import parse_qs
 
 import httptools
 from multidict import CIMultiDict
 
 from swsrs.errors import StoreError
-from swsrs.server import splice
-from swsrs.server.cors import OriginPolicy
-from swsrs.server.pump import CLOSE_TIMEOUT, WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer, owned
-from swsrs.server.relay import (
+from swsrs.server.dataplane import splice
+from swsrs.server.dataplane.admit import (
     PATH_PREFIX,
     SLOT_TAKEN,
     Refusal,
@@ -44,8 +39,16 @@ from swsrs.server.relay import (
     log_attach,
     log_refusal,
 )
-from swsrs.server.rendezvous import Rendezvous
-from swsrs.server.sessions import SessionStore
+from swsrs.server.dataplane.pump import (
+    CLOSE_TIMEOUT,
+    WRITE_HIGH_WATER,
+    WRITE_LOW_WATER,
+    Peer,
+)
+from swsrs.server.dataplane.rendezvous import Rendezvous
+from swsrs.server.dataplane.writev import format_addr, socket_fd, write_through
+from swsrs.server.origins import OriginPolicy
+from swsrs.server.stores.base import SessionStore
 from swsrs.wire.frames import Chunk
 from swsrs.wire.handshake import refusal, switching_protocols
 from swsrs.wire.subprotocol import SUBPROTOCOL, parse_offer
@@ -59,8 +62,6 @@ MAX_HEAD = 16 * 1024  # request line + headers of an upgrade
 _HEAD_BUFFER = _BUFFER[:MAX_HEAD]
 HEAD_TIMEOUT = 15.0  # a client that does not finish its request head in time is dropped
 _RELAY_LINE = b"GET " + PATH_PREFIX.encode()
-_WRITEV = hasattr(os, "writev")
-_WRITEV_MAX_PARTS = 16  # more parts are small frames: one joined write is cheaper
 
 
 class DataPlane:
@@ -411,54 +412,4 @@ class RelayProtocol(asyncio.BufferedProtocol):
             transport.resume_reading()
 
 
-def write_through(transport: asyncio.Transport, fd: int, parts: Sequence[Chunk]) -> None:
-    """Write ``parts`` straight from the read buffer with one ``writev``.
-
-    ``parts`` may view the shared read buffer (the C fast path re-frames
-    messages in place; a splice passes bytes as read), so this is the
-    socat-like path: read, (unmask in place,) ``writev``, no copy in between.
-    While the transport has nothing queued, writing to its socket directly is
-    what ``write`` itself would do; whatever the socket does not take is
-    copied and given to the transport, which keeps the order and the flow
-    control as usual. ``fd`` is -1 where that is not possible (TLS).
-    (Before Python 3.12 ``Transport.writelines`` would also join the parts
-    into a new ``bytes``.)
-    """
-    if (
-        fd < 0
-        or len(parts) > _WRITEV_MAX_PARTS
-        or transport.get_write_buffer_size()
-        or transport.is_closing()
-    ):
-        transport.writelines(owned(parts))
-        return
-    try:
-        n = os.writev(fd, parts)
-    except (BlockingIOError, InterruptedError):
-        n = 0
-    except OSError:  # the transport meets the same error and reports it
-        transport.writelines(owned(parts))
-        return
-    for i, part in enumerate(parts):
-        if n < len(part):
-            transport.writelines(owned([part[n:], *parts[i + 1 :]]))
-            return
-        n -= len(part)
-
-
-def socket_fd(transport: asyncio.BaseTransport) -> int:
-    """The transport's socket for :func:`write_through`, or -1 (TLS, no socket)."""
-    sock = transport.get_extra_info("socket")
-    if not _WRITEV or sock is None or transport.get_extra_info("sslcontext") is not None:
-        return -1
-    return int(sock.fileno())
-
-
 _TASKS: set[asyncio.Task[None]] = set()  # attach checks in flight (they are short)
-
-
-def format_addr(addr: Any) -> str:
-    with contextlib.suppress(TypeError, ValueError, IndexError):
-        host, port = addr[0], addr[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return "?"

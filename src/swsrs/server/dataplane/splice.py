@@ -22,7 +22,7 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from swsrs.server.listener import RelayProtocol
+    from swsrs.server.dataplane.listener import RelayProtocol
 
 log = logging.getLogger("swsrs.relay")
 
