@@ -10,6 +10,22 @@ from __future__ import annotations
 CONNECTION_LOST = "lost the connection to the relay"
 VANISHED = "the other side vanished mid-stream (no end-of-stream arrived)"
 LEFT_BEFORE_CONFIRMING = "the other side left before confirming delivery of what was sent to it"
+CUT_NO_RESUME = (
+    "the stream was cut and cannot be resumed (the other side or the relay "
+    "came back without resume): bytes may be lost"
+)
+CUT_THEY_RESTARTED = (
+    "the stream was cut: the other side restarted and lost its part of the "
+    "stream; bytes may be lost"
+)
+CUT_WE_RESTARTED = (
+    "the stream was cut: the other side was paired with an earlier run of this "
+    "command; bytes may be lost"
+)
+CUT_GONE = (
+    "the stream was cut: what the other side still needs is no longer kept "
+    "(--resume-buffer); bytes may be lost"
+)
 
 _BY_REASON = (
     ("peer did not attach within", "nobody came: {reason} (the relay's --peer-wait)"),

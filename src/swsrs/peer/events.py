@@ -65,6 +65,29 @@ class Ended:
 
 
 @dataclass(frozen=True, slots=True)
+class Away:
+    """The connection dropped; both sides come back and resume (the driver reattaches)."""
+
+    cause: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """Both sides are back: the stream goes on where it broke (``resent`` units sent again)."""
+
+    resent: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnecting:
+    """The driver's news while away: try ``attempt`` failed (``cause``); next in ``delay`` s."""
+
+    attempt: int
+    delay: float
+    cause: str
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """Outgoing: close the WebSocket with this code and reason."""
 
@@ -72,5 +95,5 @@ class Close:
     reason: str = ""
 
 
-Event = Waiting | Paired | Data | EndOfStream | Acknowledged | Ended
+Event = Waiting | Paired | Data | EndOfStream | Acknowledged | Away | Resumed | Reconnecting | Ended
 Outgoing = bytes | str | Close

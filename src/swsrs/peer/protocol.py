@@ -34,11 +34,13 @@ clean end; every other end carries its cause in words.
 from __future__ import annotations
 
 import json
+import secrets
 from enum import Enum
 
-from swsrs.peer import ends
+from swsrs.peer import ends, resume
 from swsrs.peer.events import (
     Acknowledged,
+    Away,
     Close,
     Data,
     Ended,
@@ -46,6 +48,7 @@ from swsrs.peer.events import (
     Event,
     Outgoing,
     Paired,
+    Resumed,
     Waiting,
 )
 from swsrs.wire import subprotocol
@@ -59,6 +62,7 @@ CLOSE_PROTOCOL = 1002
 class State(Enum):
     WAITING = "waiting"  # attached; the other side is not there yet
     OPEN = "open"  # paired: data flows
+    AWAY = "away"  # the connection dropped; the driver reattaches, then both resume
     ENDED = "ended"
 
 
@@ -69,8 +73,15 @@ class ProtocolUsageError(RuntimeError):
 class PeerProtocol:
     """One end of a tunnel. ``selected`` is the subprotocol the relay chose on the upgrade."""
 
-    def __init__(self, selected: str | None, features: frozenset[str] = frozenset()) -> None:
-        self.features = features  # what we offered beyond swsrs.v1
+    def __init__(
+        self,
+        selected: str | None,
+        features: frozenset[str] = frozenset(),
+        *,
+        resume_buffer: int = resume.DEFAULT_BUFFER,
+        stream_id: str | None = None,
+    ) -> None:
+        self.features = features  # what we offered beyond swsrs.v1 ("resume": see resume.py)
         self.state = State.WAITING
         self.paired: Paired | None = None
         self.ended: Ended | None = None
@@ -85,6 +96,12 @@ class PeerProtocol:
         self._last_ack = 0
         self._out: list[Outgoing] = []
         self._events: list[Event] = []
+        # Resume: ours and theirs, what we keep to resend, and whether we wait for theirs.
+        self.stream_id = stream_id or secrets.token_hex(8)
+        self.their_stream: str | None = None
+        self.replay = resume.ReplayBuffer(resume_buffer) if "resume" in features else None
+        self.resuming = False
+        self._pairings = 0
         if selected != subprotocol.SUBPROTOCOL:
             # A relay that knows no signals: no pairing news, raw bytes, as before.
             self._pair(Paired(None, signalled=False))
@@ -105,8 +122,17 @@ class PeerProtocol:
         return self.paired is not None and self.paired.confirmed
 
     @property
+    def resumable(self) -> bool:
+        """Paired with a counterpart that resumes after a drop (both offered ``resume``)."""
+        return self.paired is not None and "resume" in (self.paired.features or ())
+
+    @property
     def can_send(self) -> bool:
-        return self.state is State.OPEN and not self.eof_sent
+        """Data may be sent now: paired, not ended or away, not waiting for the other side's
+        position after a reconnect, and the replay buffer not full (backpressure)."""
+        if self.state is not State.OPEN or self.eof_sent or self.resuming:
+            return False
+        return not (self.resumable and self.replay is not None and self.replay.full)
 
     # -- what arrives ----------------------------------------------------------------------
 
@@ -129,7 +155,13 @@ class PeerProtocol:
 
     def receive_close(self, code: int | None, reason: str = "") -> None:
         """The connection closed (``code`` None: lost without a close frame)."""
-        if self.state is State.ENDED:
+        if self.state in (State.ENDED, State.AWAY):
+            return
+        if self.resumable and resume.worth_resuming(code, reason):
+            # What was queued is in the replay buffer or said again by the resume message.
+            self._out.clear()
+            self.state = State.AWAY
+            self._events.append(Away(resume.away_cause(code, reason)))
             return
         if self.confirmed and ends.is_peer_left(code, reason):
             cause = ends.LEFT_BEFORE_CONFIRMING if self.eof_received else ends.VANISHED
@@ -157,9 +189,37 @@ class PeerProtocol:
                 self._pair(Paired(None))
 
     def _pair(self, paired: Paired) -> None:
+        again = self._pairings > 0
+        self._pairings += 1
+        if again and "resume" not in (paired.features or ()):
+            self._end(Ended(False, ends.CUT_NO_RESUME), Close(CLOSE_DONE))
+            return
         self.paired = paired
         self.state = State.OPEN
         self._events.append(paired)
+        if self.resumable:
+            # Where we are; nothing goes out before theirs arrives (after a reconnect the
+            # gap is resent then; on the first pairing it proves who the other side is).
+            self.resuming = True
+            self._out.append(json.dumps({
+                "type": "resume", "stream": self.stream_id, "seen": self.their_stream,
+                "received": self.received, "eos": self.eof_received,
+                "done": self._eof_confirmed,
+            }))  # fmt: skip
+
+    def reattached(self, selected: str | None) -> None:
+        """The driver is attached again after :class:`~swsrs.peer.events.Away`."""
+        if self.state is not State.AWAY:
+            raise ProtocolUsageError(f"reattached while {self.state.value}")
+        if selected != subprotocol.SUBPROTOCOL:
+            self._end(Ended(False, ends.CUT_NO_RESUME), Close(CLOSE_DONE))
+            return
+        self.state = State.WAITING
+
+    def give_up(self, cause: str) -> None:
+        """The driver could not reattach (its budget ran out, or the relay refused for good)."""
+        if self.state is not State.ENDED:
+            self._end(Ended(False, cause))
 
     def _control(self, text: str) -> None:
         obj = subprotocol.decode(text)
@@ -182,6 +242,8 @@ class PeerProtocol:
                 self._violation(f"the other side acknowledged {delivered!r} of {self.sent} bytes")
                 return
             self.acknowledged = max(self.acknowledged, delivered)
+            if self.replay is not None:
+                self.replay.release(self.acknowledged)
             self._events.append(Acknowledged(self.acknowledged))
             if kind == "done":
                 if not self.eof_sent or delivered != self.sent:
@@ -199,6 +261,8 @@ class PeerProtocol:
                 return
             self.received += len(data)
             self._events.append(Data(data))
+        elif kind == "resume" and self.resumable:
+            self._resume(obj)
         elif kind == subprotocol.PAIRED:
             pass  # the relay's signal again: nothing changes for this pairing
         # Unknown types are ignored: later versions may add control messages.
@@ -211,13 +275,18 @@ class PeerProtocol:
             raise ProtocolUsageError(f"cannot send data now (state {self.state.value})")
         self.sent += len(data)
         self._out.append(data)
+        if self.replay is not None and self.resumable:
+            self.replay.add(self.sent, len(data), data)
 
     def send_text(self, text: str) -> None:
         """Queue one text message (inside a control message when the other side is ours)."""
         if not self.can_send:
             raise ProtocolUsageError(f"cannot send data now (state {self.state.value})")
         self.sent += len(text)
-        self._out.append(json.dumps({"type": "text", "data": text}) if self.confirmed else text)
+        wire = json.dumps({"type": "text", "data": text}) if self.confirmed else text
+        self._out.append(wire)
+        if self.replay is not None and self.resumable:
+            self.replay.add(self.sent, len(text), wire)
 
     def send_eof(self) -> None:
         """Our input ended. A raw counterpart knows no end-of-stream: the tunnel ends here."""
@@ -234,7 +303,8 @@ class PeerProtocol:
         self.delivered_bytes += n
         if self.delivered_bytes > self.received:
             raise ProtocolUsageError("delivered more bytes than arrived")
-        due = self.delivered_bytes - self._last_ack >= ACK_INTERVAL
+        every = resume.RESUME_ACK_INTERVAL if self.resumable else ACK_INTERVAL
+        due = self.delivered_bytes - self._last_ack >= every
         if due and self.confirmed and self.state is State.OPEN:
             self._ack("ack")
 
@@ -242,11 +312,13 @@ class PeerProtocol:
         """Everything received, and the end of the stream, are delivered (output closed)."""
         if not self.eof_received or self.delivered_bytes != self.received:
             raise ProtocolUsageError("end-of-stream delivered before it arrived in full")
-        if self.state is not State.OPEN or self._confirmed_eof:
+        if self.state is State.ENDED or self._confirmed_eof:
             return
         self._confirmed_eof = True
-        self._ack("done")
-        self._finish_if_complete()
+        if self.state is State.OPEN and not self.resuming:
+            self._ack("done")
+            self._finish_if_complete()
+        # Else the resume exchange says it ("done": true is what the other side lacks).
 
     def fail(self, reason: str) -> None:
         """This side cannot go on (target unreachable, output broken): tell the other side."""
@@ -257,6 +329,37 @@ class PeerProtocol:
         self._end(Ended(False, reason), Close(CLOSE_FAILED, reason))
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _resume(self, obj: dict[str, object]) -> None:
+        """The other side's position: check it is the same stream, resend the gap."""
+        stream, seen, received = obj.get("stream"), obj.get("seen"), obj.get("received")
+        if seen is not None and seen != self.stream_id:
+            self._end(Ended(False, ends.CUT_WE_RESTARTED), Close(CLOSE_DONE))
+            return
+        if self.their_stream is not None and stream != self.their_stream:
+            self._end(Ended(False, ends.CUT_THEY_RESTARTED), Close(CLOSE_DONE))
+            return
+        self.their_stream = str(stream)
+        if not self.resuming:
+            return  # a stray second one: nothing to do
+        if not isinstance(received, int) or not 0 <= received <= self.sent:
+            self._violation(f"the other side resumes at {received!r} of {self.sent} units")
+            return
+        assert self.replay is not None
+        gap = self.replay.since(received)
+        if gap is None:
+            self._end(Ended(False, ends.CUT_GONE), Close(CLOSE_DONE))
+            return
+        self.replay.release(received)
+        self._out.extend(gap)
+        if self.eof_sent and not obj.get("eos"):
+            self._out.append(json.dumps({"type": "eos", "sent": self.sent}))
+        if self._confirmed_eof and not obj.get("done"):
+            self._out.append(json.dumps({"type": "done", "delivered": self.delivered_bytes}))
+        self.resuming = False
+        if self._pairings > 1:
+            self._events.append(Resumed(self.sent - received))
+        self._finish_if_complete()
 
     def _ack(self, kind: str) -> None:
         self._last_ack = self.delivered_bytes
