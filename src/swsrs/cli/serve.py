@@ -112,6 +112,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (SWSRS_LOG_LEVEL, default info)",
     )
+    a(
+        "--log-format",
+        choices=["text", "json"],
+        help="log lines as text or as one JSON object each (SWSRS_LOG_FORMAT, default text)",
+    )
+    a(
+        "--metrics-addr",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics, a listener of its own "
+        "(SWSRS_METRICS_ADDR, default off)",
+    )
     p.set_defaults(func=run)
 
 
@@ -128,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from swsrs.server.logs import setup_logging
 
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, fmt=cfg.log_format)
     from swsrs.server.app import serve
 
     try:

@@ -14,17 +14,19 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from swsrs.errors import StoreError
-from swsrs.server import malloc, tls
+from swsrs.server import malloc, metrics, tls
 from swsrs.server.config import ServerConfig
 from swsrs.server.control import assets
 from swsrs.server.control.admin import AdminAPI, Authorizer, NoAuth
 from swsrs.server.control.cors import cors_middleware
+from swsrs.server.control.exporter import Exporter
 from swsrs.server.dataplane.admit import RelayHandler
 from swsrs.server.dataplane.listener import DataPlane, RelayProtocol
 from swsrs.server.dataplane.rendezvous import Attachments, Rendezvous
 from swsrs.server.origins import OriginPolicy
 from swsrs.server.stores.base import SessionStore, StoreEvent
 from swsrs.server.stores.memory import MemorySessionStore
+from swsrs.server.stores.metered import MeteredStore, backend_of
 from swsrs.server.stores.open import open_store
 from swsrs.server.workers.pool import WorkerPool
 from swsrs.wire.frames import CLOSE_GOING_AWAY, CLOSE_NORMAL
@@ -90,6 +92,7 @@ class Relay:
                 peer_wait=config.peer_wait,
                 max_message=config.max_frame_size,
                 log_level=config.log_level,
+                log_format=config.log_format,
             )
             self.attachments = self.pool
         handoff = self.pool.handoff if self.pool else None
@@ -116,6 +119,8 @@ class Relay:
         self._tasks: set[asyncio.Task[object]] = set()
         self.addresses: list[str] = []
         self.advertise = ""  # host:port for the other nodes (shared store only)
+        self.exporter: Exporter | None = None  # --metrics-addr
+        self._metered: asyncio.Task[None] | None = None
 
     def _forget(self, session_id: str) -> None:
         task = asyncio.get_running_loop().create_task(self.store.delete(session_id))
@@ -229,6 +234,12 @@ class Relay:
             host = f"[{host}]" if ":" in host else host
             self.addresses.append(f"{scheme}://{host}:{port}")
         self._reaper = loop.create_task(self._reap())
+        if self.config.metrics_addr is not None and metrics.enabled():
+            mhost, mport = self.config.metrics_addr
+            self.exporter = Exporter(mhost, mport, self.store, self.attachments,
+                                     self.config.node_id)  # fmt: skip
+            await self.exporter.start()
+            self._metered = loop.create_task(metrics.flush_bytes(self.rendezvous.sessions.values))
         if self.store.shared:  # one node alone needs none of this
             plane.advertise = self.advertise = self.config.advertise_addr or _advertise(
                 self._server.sockets[0].getsockname()
@@ -248,6 +259,8 @@ class Relay:
             self._plane.abort_handshakes()
         if self._reaper is not None:
             self._reaper.cancel()
+        if self._metered is not None:
+            self._metered.cancel()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -262,6 +275,8 @@ class Relay:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.authorizer.stop()
+        if self.exporter is not None:
+            await self.exporter.stop()
         await self.store.close()
 
 
@@ -287,12 +302,17 @@ async def serve(config: ServerConfig, *, on_ready: Callable[[Relay], None] | Non
             config.oidc_issuer, audience=config.oidc_audience, client_id=config.oidc_client_id
         )
     log.info("node id %s, session store %s", config.node_id, _printable(config.store))
+    if config.metrics_addr is not None:
+        metrics.enable(metrics.new_run_dir())  # before any worker starts: they inherit it
     store = await open_store(config.store, node=config.node_id)
+    if metrics.enabled():
+        store = MeteredStore(store, backend_of(config.store))
     relay = Relay(config, store=store, authorizer=authorizer)
     try:
         await relay.start()
     except BaseException:
         await store.close()
+        metrics.cleanup()
         raise
     for addr in relay.addresses:
         log.info("listening on %s", addr)
@@ -308,6 +328,7 @@ async def serve(config: ServerConfig, *, on_ready: Callable[[Relay], None] | Non
     await stop.wait()
     log.info("shutting down")
     await relay.stop()
+    metrics.cleanup()
     log.info("stopped")
     return 0
 

@@ -53,6 +53,8 @@ class ServerConfig:
     advertise_addr: str | None = None  # host:port where other nodes reach this one
     log_level: str = "info"
     demo: bool = False  # serve the chat example at /demo/chat.html
+    metrics_addr: tuple[str | None, int] | None = None  # --metrics-addr: None = no metrics
+    log_format: str = "text"  # text or json (one object per line)
 
     @property
     def scheme(self) -> str:
@@ -195,6 +197,22 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"--log-level must be debug, info, warning or error, got {log_level!r}")
 
+    metrics_raw = pick("metrics_addr", "SWSRS_METRICS_ADDR")
+    metrics_addr = None
+    if metrics_raw is not None:
+        try:
+            metrics_addr = parse_addr(metrics_raw)
+        except ConfigError:
+            raise ConfigError(
+                f"--metrics-addr must be host:port or :port, got {metrics_raw!r}"
+            ) from None
+        if metrics_addr[1] == port and metrics_addr[1] != 0:
+            raise ConfigError("--metrics-addr must not be the relay's own port")
+
+    log_format = (pick("log_format", "SWSRS_LOG_FORMAT") or "text").lower()
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"--log-format must be text or json, got {log_format!r}")
+
     return ServerConfig(
         host=host,
         port=port,
@@ -216,4 +234,6 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
         advertise_addr=advertise,
         log_level=log_level,
         demo=demo,
+        metrics_addr=metrics_addr,
+        log_format=log_format,
     )

@@ -13,17 +13,21 @@ from typing import Protocol
 from aiohttp import web
 
 from swsrs.errors import StoreError
+from swsrs.server import metrics
 from swsrs.server.config import ServerConfig
 from swsrs.server.dataplane.rendezvous import Attachments, rfc3339, status_reported
 from swsrs.server.stores.base import LiveState, SessionRecord, SessionStore, mint
 from swsrs.wire.frames import CLOSE_NORMAL
 
 log = logging.getLogger("swsrs.admin")
+audit_log = logging.getLogger("swsrs.audit")
 
 SCOPE_CREATE = "swsrs:session:create"
 SCOPE_READ = "swsrs:session:read"
 SCOPE_DELETE = "swsrs:session:delete"
 AUTH_DISABLED_BODY = "auth disabled on this deployment (--no-auth)"
+CLAIMS = "swsrs.claims"  # request key: the verified bearer token's claims (set by the Authorizer)
+SESSION = "swsrs.session"  # request key: the session a create minted
 
 
 class Authorizer(Protocol):
@@ -80,6 +84,40 @@ def _store_guard(handler: Handler) -> Handler:
     return guarded
 
 
+def _field(value: object) -> str | None:
+    """A claim as a log field: a short printable string, or ``None``."""
+    if value is None or value == "":
+        return None
+    text = str(value)[:200]
+    return text if text.isprintable() else text.encode("unicode_escape").decode()
+
+
+def _audited(action: str, handler: Handler) -> Handler:
+    """One audit line per admin action: who (the token's sub and azp/client_id), which
+    session, the outcome (HTTP status). Never the token itself."""
+
+    async def audited(request: web.Request) -> web.StreamResponse:
+        status = 500
+        try:
+            resp = await handler(request)
+            status = resp.status
+            return resp
+        finally:
+            claims = request.get(CLAIMS) or {}
+            sub = _field(claims.get("sub"))
+            azp = _field(claims.get("azp") or claims.get("client_id"))
+            sid = _field(request.get(SESSION) or request.match_info.get("id"))
+            metrics.admin_request(action, status)
+            audit_log.info(
+                "admin %s session=%s sub=%s azp=%s outcome=%d remote=%s",
+                action, sid or "-", sub or "-", azp or "-", status, request.remote,
+                extra={"event": "audit", "action": action, "session": sid, "sub": sub,
+                       "azp": azp, "outcome": status, "remote": request.remote},
+            )  # fmt: skip
+
+    return audited
+
+
 class AdminAPI:
     def __init__(
         self,
@@ -108,10 +146,10 @@ class AdminAPI:
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.post("/admin/sessions", _store_guard(self.create)),
-            web.get("/admin/sessions", _store_guard(self.list)),
-            web.get("/admin/sessions/{id}", _store_guard(self.get)),
-            web.delete("/admin/sessions/{id}", _store_guard(self.delete)),
+            web.post("/admin/sessions", _audited("create", _store_guard(self.create))),
+            web.get("/admin/sessions", _audited("list", _store_guard(self.list))),
+            web.get("/admin/sessions/{id}", _audited("get", _store_guard(self.get))),
+            web.delete("/admin/sessions/{id}", _audited("delete", _store_guard(self.delete))),
             web.get("/.well-known/swsrs-config", self.well_known),
         ]
 
@@ -120,6 +158,7 @@ class AdminAPI:
             return refusal
         minted = mint(self.config.session_ttl)
         rec = minted.record
+        request[SESSION] = rec.id
         await self.store.add(rec)
         body: dict[str, object] = {
             "id": rec.id,

@@ -22,7 +22,8 @@ import aiohttp
 import jwt
 from aiohttp import web
 
-from swsrs.server.control.admin import SCOPE_CREATE, SCOPE_DELETE, SCOPE_READ
+from swsrs.server import metrics
+from swsrs.server.control.admin import CLAIMS, SCOPE_CREATE, SCOPE_DELETE, SCOPE_READ
 
 log = logging.getLogger("swsrs.oidc")
 
@@ -173,8 +174,10 @@ class OIDCAuthorizer:
             )
         try:
             await self._load()
+            metrics.jwks_refresh("start", True)
             log.info("OIDC issuer %s loaded (%d signing keys)", self.issuer, self._key_count())
         except Exception as exc:
+            metrics.jwks_refresh("start", False)
             self._last_error = str(exc)
             log.warning(
                 "OIDC discovery failed at start: %s; admin API answers 503 until it succeeds "
@@ -246,10 +249,12 @@ class OIDCAuthorizer:
             try:
                 was_ready = self.ready
                 await self._load()
+                metrics.jwks_refresh("periodic" if was_ready else "retry", True)
                 if not was_ready:
                     log.info("OIDC issuer %s loaded; admin API available", self.issuer)
                 delay = 1.0
             except Exception as exc:
+                metrics.jwks_refresh("periodic" if self.ready else "retry", False)
                 self._last_error = str(exc)
                 delay = min(delay * 2, self.retry_max)
                 if self.ready:
@@ -261,8 +266,10 @@ class OIDCAuthorizer:
         assert self._provider is not None
         try:
             self._keys = await self._fetch_keys(str(self._provider["jwks_uri"]))
+            metrics.jwks_refresh("unknown_kid", True)
             log.info("JWKS refetched for an unknown key id (%d keys)", self._key_count())
         except Exception as exc:
+            metrics.jwks_refresh("unknown_kid", False)
             log.warning("JWKS refetch failed: %s", exc)
 
     async def _keys_for(self, kid: str | None, alg: str) -> list[_Key]:
@@ -330,9 +337,11 @@ class OIDCAuthorizer:
 
     async def authorize(self, request: web.Request, scope: str) -> web.Response | None:
         if not self.ready:
+            metrics.oidc_verification("unavailable")
             return self._unavailable()
         token = _bearer(request)
         if token is None:
+            metrics.oidc_verification("missing")
             return web.Response(
                 status=401,
                 text="missing bearer token (Authorization: Bearer <JWT>)\n",
@@ -341,6 +350,7 @@ class OIDCAuthorizer:
         try:
             claims = await self.verify(token)
         except TokenRejected as exc:
+            metrics.oidc_verification("invalid")
             why = str(exc)
             return web.Response(
                 status=401,
@@ -350,7 +360,9 @@ class OIDCAuthorizer:
                     f'error_description="{why}"'
                 },
             )
+        request[CLAIMS] = claims  # for the audit line (control/admin.py)
         if scope not in _scopes(claims):
+            metrics.oidc_verification("forbidden")
             return web.Response(
                 status=403,
                 text=f"token lacks the {scope} scope\n",
@@ -359,6 +371,7 @@ class OIDCAuthorizer:
                     f'scope="{scope}"'
                 },
             )
+        metrics.oidc_verification("ok")
         return None
 
     def _unavailable(self) -> web.Response:

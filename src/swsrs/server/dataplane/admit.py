@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from swsrs.errors import StoreError
+from swsrs.server import metrics
 from swsrs.server.dataplane.pump import WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer
 from swsrs.server.dataplane.rendezvous import Rendezvous
 from swsrs.server.origins import OriginPolicy, origin_refusal
@@ -95,13 +96,16 @@ async def admit(
 
 
 def log_attach(peer: Peer) -> None:
+    metrics.attach_ok()
     log.info(
         "attach session=%s role=%s remote=%s%s",
         peer.live.id,
         peer.role,
         peer.remote,
         "" if peer.features is None else f" protocol={SUBPROTOCOL}",
-    )
+        extra={"event": "attach", "session": peer.live.id, "role": peer.role,
+               "remote": peer.remote, "protocol": SUBPROTOCOL if peer.features else None},
+    )  # fmt: skip
 
 
 def log_refusal(session_id: str, role: str | None, remote: str, status: int, reason: str) -> None:

@@ -357,7 +357,7 @@ class Peer:
         if not self.attached:
             return
         self.attached = False
-        self.live.detach(self)
+        self.live.detach(self, reason, code)
         if self._wait_timer is not None:
             self._wait_timer.cancel()
             self._wait_timer = None
@@ -371,7 +371,10 @@ class Peer:
                 f" code={code}" if code is not None else "",
                 self.live.bytes_in,
                 self.live.bytes_out,
-            )
+                extra={"event": "detach", "session": self.live.id, "role": self.role,
+                       "remote": self.remote, "reason": reason, "code": code,
+                       "bytes_in": self.live.bytes_in, "bytes_out": self.live.bytes_out},
+            )  # fmt: skip
 
     def _finish(self, reason: str | None) -> None:
         if self.state == _CLOSED:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from swsrs.durations import format_duration
+from swsrs.server import metrics
 from swsrs.server.stores.base import ROLES, LiveState, Role, SessionRecord
 from swsrs.wire.frames import CLOSE_GOING_AWAY, CLOSE_NORMAL
 
@@ -115,9 +116,12 @@ class LiveSession:
         "bytes_out",
         "id",
         "last_activity",
+        "paired_at",
+        "paired_bytes",
         "peers",
         "record",
         "rendezvous",
+        "waiting_since",
     )
 
     def __init__(self, record: SessionRecord, rendezvous: Rendezvous) -> None:
@@ -129,6 +133,10 @@ class LiveSession:
         self.bytes_out = 0  # responder -> initiator
         self.last_activity = record.created_at
         self._expiry: asyncio.TimerHandle | None = None
+        # The tunnel (both peers attached) for its metrics and log lines, never per frame:
+        self.waiting_since = 0.0  # monotonic: a lone peer began waiting
+        self.paired_at: float | None = None  # monotonic: the current tunnel opened
+        self.paired_bytes = (0, 0)  # bytes_in, bytes_out when it opened
 
     def reserve(self, role: Role, peer: Peer) -> bool:
         """Take a slot for a connection whose handshake is under way; ``False`` if held."""
@@ -144,20 +152,48 @@ class LiveSession:
             loop = asyncio.get_running_loop()
             delay = max(0.0, self.record.expires_at - time.time())
             self._expiry = loop.call_later(delay, self.rendezvous.expire, self.id)
+        now = time.monotonic()
         if other is not None and other.ready:
             other.pair(peer)
-            log.info("session %s open: both peers attached", self.id)
+            waited = now - self.waiting_since if self.waiting_since else 0.0
+            self.paired_at, self.paired_bytes = now, (self.bytes_in, self.bytes_out)
+            metrics.tunnel_opened(waited)
+            log.info(
+                "session %s open: both peers attached",
+                self.id,
+                extra={"event": "paired", "session": self.id, "waited": round(waited, 6)},
+            )
         else:
+            self.waiting_since = now
             wait = self.rendezvous.peer_wait
             peer.start_wait(wait, f"peer did not attach within {format_duration(wait)}")
         if self.rendezvous.on_change is not None:
             self.rendezvous.on_change(self)
 
-    def detach(self, peer: Peer) -> None:
+    def detach(self, peer: Peer, reason: str | None = None, code: int | None = None) -> None:
         if self.peers[peer.role] is peer:
             self.peers[peer.role] = None
+            if reason is not None:
+                metrics.peer_closed(metrics.close_kind(reason, code))
+            if self.paired_at is not None:
+                self._tunnel_closed(reason or "closed")
             if self.rendezvous.on_change is not None:
                 self.rendezvous.on_change(self)
+
+    def _tunnel_closed(self, reason: str) -> None:
+        """The first peer of a tunnel left: one line with why, how long, how many bytes."""
+        assert self.paired_at is not None
+        duration = time.monotonic() - self.paired_at
+        self.paired_at = None
+        metrics.tunnel_closed(duration)
+        metrics.count_bytes(self)
+        b_in, b_out = self.bytes_in - self.paired_bytes[0], self.bytes_out - self.paired_bytes[1]
+        log.info(
+            "tunnel closed session=%s reason=%r duration=%.3fs bytes_in=%d bytes_out=%d",
+            self.id, reason, duration, b_in, b_out,
+            extra={"event": "closed", "session": self.id, "reason": reason,
+                   "duration": round(duration, 6), "bytes_in": b_in, "bytes_out": b_out},
+        )  # fmt: skip
 
     def close_peers(self, code: int, reason: str) -> None:
         for role in ROLES:
@@ -219,6 +255,7 @@ class Rendezvous:
         if live is not None:
             live.cancel_timers()
             live.close_peers(code, reason)
+            metrics.forget(live)
         return live
 
     def expire(self, session_id: str) -> None:

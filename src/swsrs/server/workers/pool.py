@@ -29,6 +29,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from swsrs.server import metrics
 from swsrs.server.dataplane.admit import Seat
 from swsrs.server.dataplane.rendezvous import status_reported
 from swsrs.server.stores.base import LiveState, SessionRecord
@@ -109,6 +110,7 @@ class WorkerHandle:
             except subprocess.TimeoutExpired:  # alive but deaf: replace it
                 proc.kill()
                 code = proc.wait()
+            metrics.process_dead(proc.pid)  # its live gauges go; its counters stay summed
         pool = self.pool
         for sid in [s for s in pool.mirror if pool.owner(s) is self]:
             m = pool.mirror[sid]
@@ -130,11 +132,13 @@ class WorkerPool:
     """The front's view of its workers (the front's
     :class:`~swsrs.server.dataplane.rendezvous.Attachments`)."""
 
-    def __init__(self, n: int, *, peer_wait: float, max_message: int, log_level: str) -> None:
+    def __init__(self, n: int, *, peer_wait: float, max_message: int, log_level: str,
+                 log_format: str = "text") -> None:  # fmt: skip
         self.worker_config = {
             "peer_wait": peer_wait,
             "max_message": max_message,
             "log_level": log_level,
+            "log_format": log_format,
         }
         self.workers = [WorkerHandle(self, i) for i in range(n)]
         self.mirror: dict[str, Mirror] = {}

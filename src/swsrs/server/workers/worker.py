@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from swsrs.server import malloc
+from swsrs.server import malloc, metrics
 from swsrs.server.dataplane.admit import Seat
 from swsrs.server.dataplane.listener import DataPlane, RelayProtocol
 from swsrs.server.dataplane.rendezvous import LiveSession, Rendezvous
@@ -67,8 +67,10 @@ class Worker:
         self.channel = Channel(socket.socket(fileno=self.fd), self._message, self.stopping.set)
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         stats = loop.create_task(self._report_counters())
+        metered = loop.create_task(metrics.flush_bytes(self.rendezvous.sessions.values))
         await self.stopping.wait()
         stats.cancel()
+        metered.cancel()
         n = self.rendezvous.close_all(CLOSE_GOING_AWAY, self.shutdown_reason)
         deadline = time.monotonic() + SHUTDOWN_GRACE
         while n and self.rendezvous.connected() and time.monotonic() < deadline:  # noqa: ASYNC110
@@ -136,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     fd, config = int(args[0]), json.loads(args[1])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the front coordinates a Ctrl-C
-    setup_logging(str(config.get("log_level", "info")), f"worker {config.get('index', '?')}")
+    setup_logging(str(config.get("log_level", "info")), f"worker {config.get('index', '?')}",
+                  fmt=str(config.get("log_format", "text")))  # fmt: skip
+    metrics.enable_from_env()
     malloc.tune()
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(Worker(fd, config).run())
