@@ -110,6 +110,7 @@ def log_attach(peer: Peer) -> None:
 
 def log_refusal(session_id: str, role: str | None, remote: str, status: int, reason: str) -> None:
     """Every refused attach, at info: who, which slot, why (never the token)."""
+    metrics.attach_refused(status)
     log.info(
         "refused attach session=%s role=%s remote=%s status=%d reason=%r",
         session_id,

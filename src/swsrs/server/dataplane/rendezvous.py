@@ -173,9 +173,13 @@ class LiveSession:
     def detach(self, peer: Peer, reason: str | None = None, code: int | None = None) -> None:
         if self.peers[peer.role] is peer:
             self.peers[peer.role] = None
-            if reason is not None:
-                metrics.peer_closed(metrics.close_kind(reason, code))
-            if self.paired_at is not None:
+            kind = metrics.close_kind(reason, code) if reason is not None else ""
+            if kind:
+                metrics.peer_closed(kind)
+            # A peer let go because its counterpart left: the counterpart's detach, which
+            # comes right after, says why the tunnel ended.
+            counterpart_leaving = kind == "peer_left" and any(self.peers.values())
+            if self.paired_at is not None and not counterpart_leaving:
                 self._tunnel_closed(reason or "closed")
             if self.rendezvous.on_change is not None:
                 self.rendezvous.on_change(self)
