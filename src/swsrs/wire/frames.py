@@ -124,6 +124,11 @@ class FrameForwarder:
 
     ``max_message`` (> 0) caps a message, fragments included, like the
     reference's read limit; ``-1`` means unlimited.
+
+    A close frame ends the stream (RFC 6455 5.5.1): it is checked here (a
+    malformed one raises :class:`ProtocolError`), and once one has been read
+    ``closed`` is true and nothing after it, in this feed or a later one, is
+    parsed or forwarded.
     """
 
     __slots__ = (
@@ -135,6 +140,7 @@ class FrameForwarder:
         "_max",
         "_msg_size",
         "_remaining",
+        "closed",
         "controls",
         "fast",
         "out",
@@ -152,6 +158,7 @@ class FrameForwarder:
         self._control_op = 0
         self._fragmented = False  # inside a message whose last frame has not come
         self._msg_size = 0
+        self.closed = False  # a close frame was read: the stream has ended
         self.out: list[Chunk] = []
         self.controls: list[tuple[int, bytes]] = []
         self.payload_bytes = 0
@@ -185,6 +192,8 @@ class FrameForwarder:
         the C fast path and ``out`` gets *views* of it: the caller must write or
         copy them before ``data`` changes. Nothing else keeps a reference to it.
         """
+        if self.closed:
+            return
         if self._head:
             data = bytearray(self._head) + data
             self._head = b""
@@ -224,6 +233,8 @@ class FrameForwarder:
                     control += chunk
                     if not remaining:
                         self._end_control(control)
+                        if self.closed:
+                            return
                 continue
             pos = self._header(data, pos, end)
             if pos < 0:
@@ -274,6 +285,8 @@ class FrameForwarder:
             self._control_op = opcode
             if not length:
                 self._end_control(control)
+                if self.closed:
+                    return -1
             return pos + size
         if opcode == OP_CONT:
             if not self._fragmented:
@@ -296,4 +309,7 @@ class FrameForwarder:
 
     def _end_control(self, payload: bytearray) -> None:
         self._control = None
+        if self._control_op == OP_CLOSE:
+            self.closed = True  # nothing after it counts, whether it is well-formed or not
+            parse_close(bytes(payload))  # a malformed one raises ProtocolError
         self.controls.append((self._control_op, bytes(payload)))
