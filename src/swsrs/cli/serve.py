@@ -76,6 +76,59 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="cap on a data-plane message, -1 = unlimited (SWSRS_MAX_FRAME_SIZE)",
     )
     a(
+        "--header-timeout",
+        metavar="DUR",
+        help="close a connection that has not sent a whole request head in this time "
+        "(SWSRS_HEADER_TIMEOUT, default 10s)",
+    )
+    a(
+        "--keepalive-timeout",
+        metavar="DUR",
+        help="close an idle keep-alive HTTP connection after this (SWSRS_KEEPALIVE_TIMEOUT, "
+        "default 75s)",
+    )
+    a(
+        "--max-conns",
+        metavar="N",
+        help="open client connections at most; beyond it new ones are refused at once "
+        "(SWSRS_MAX_CONNS, default auto: what the file-descriptor limit allows)",
+    )
+    a(
+        "--attach-rate",
+        metavar="N/DUR",
+        help="attach attempts per client address, e.g. 20/1s; 0 = unlimited "
+        "(SWSRS_ATTACH_RATE, default 100/1s)",
+    )
+    a(
+        "--failed-attach-limit",
+        metavar="N/DUR",
+        help="attaches with a wrong token or an unknown session per client address before "
+        "429, e.g. 20/1m; 0 = unlimited (SWSRS_FAILED_ATTACH_LIMIT, default 20/1m)",
+    )
+    a(
+        "--session-bandwidth",
+        metavar="BYTES",
+        help="bytes per second each direction of a session may carry, e.g. 10MiB; 0 = "
+        "unlimited (SWSRS_SESSION_BANDWIDTH, default 0)",
+    )
+    a(
+        "--max-sessions-per-subject",
+        metavar="N",
+        help="live sessions one OIDC subject may hold; 0 = unlimited "
+        "(SWSRS_MAX_SESSIONS_PER_SUBJECT, default 1000)",
+    )
+    a(
+        "--max-admin-body",
+        metavar="BYTES",
+        help="largest admin API request body (SWSRS_MAX_ADMIN_BODY, default 64KiB)",
+    )
+    a(
+        "--trusted-proxies",
+        metavar="CIDRS",
+        help="comma-separated proxies whose X-Forwarded-For/Forwarded name the client "
+        "(SWSRS_TRUSTED_PROXIES, default none: the headers are ignored)",
+    )
+    a(
         "--store",
         metavar="URL",
         help="where sessions live: memory (default), sqlite:///path/to/sessions.db, which "

@@ -20,9 +20,12 @@ from swsrs.server.control import assets
 from swsrs.server.control.admin import AdminAPI, Authorizer, NoAuth
 from swsrs.server.control.cors import cors_middleware
 from swsrs.server.control.exporter import Exporter
+from swsrs.server.control.quota import body_cap_middleware
 from swsrs.server.dataplane.admit import RelayHandler
 from swsrs.server.dataplane.listener import DataPlane, RelayProtocol
 from swsrs.server.dataplane.rendezvous import Attachments, Rendezvous
+from swsrs.server.limits import SourceLimits, conns_for, fd_limit
+from swsrs.server.noise import accept_errors, install_parser_filter
 from swsrs.server.origins import OriginPolicy
 from swsrs.server.stores.base import SessionStore, StoreEvent
 from swsrs.server.stores.memory import MemorySessionStore
@@ -34,6 +37,7 @@ from swsrs.wire.frames import CLOSE_GOING_AWAY, CLOSE_NORMAL
 log = logging.getLogger("swsrs")
 
 LISTEN_BACKLOG = 1024
+ACCEPT_BATCH = 16  # connections asyncio accepts per loop turn (it uses the listen backlog)
 SHUTDOWN_GRACE = 3.0  # seconds peers get to answer our 1001 close on shutdown
 FLUSH_INTERVAL = 1.0  # seconds between batched writes of live state to the store
 READY_TIMEOUT = 5.0  # /readyz never waits longer on the store
@@ -96,12 +100,19 @@ class Relay:
             )
             self.attachments = self.pool
         handoff = self.pool.handoff if self.pool else None
+        limits = config.limits
+        if self.pool is not None:
+            self.pool.worker_config["bandwidth"] = limits.session_bandwidth
+        self.limits = SourceLimits(limits)  # per client address (limits.py)
         self.authorizer: Authorizer = authorizer or NoAuth()
         self.origins = origins = OriginPolicy(config.allowed_origins)
-        self.app = web.Application(middlewares=[cors_middleware(origins)])
-        relay = self._relay_route = RelayHandler(
-            self.store, self.rendezvous, handoff, origins=origins
+        self.app = web.Application(
+            middlewares=[cors_middleware(origins), body_cap_middleware(limits.max_admin_body)],
+            client_max_size=limits.max_admin_body,
         )
+        relay = self._relay_route = RelayHandler(self.store, self.rendezvous, handoff,
+                                                 origins=origins, limits=self.limits,
+                                                 bandwidth=limits.session_bandwidth)  # fmt: skip
         self.app.add_routes(
             [
                 web.get("/healthz", _healthz),
@@ -210,24 +221,38 @@ class Relay:
 
     async def start(self) -> None:
         await self.authorizer.start()  # never raises for an IdP outage: admin calls get 503
+        limits = self.config.limits
+        loop = asyncio.get_running_loop()
+        accept_errors(loop)  # descriptors exhausted: one line per interval, no traceback
+        install_parser_filter()  # malformed requests: one line per source, no request bytes
         # No access log: a query string may carry a data-plane token.
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     keepalive_timeout=limits.keepalive_timeout)  # fmt: skip
         await self._runner.setup()
         http = self._runner.server
         assert http is not None  # set by setup()
         if self.pool is not None:
             self.pool.start()
         handoff = self.pool.handoff if self.pool else None
-        plane = self._plane = DataPlane(self.store, self.rendezvous, http, handoff, self.origins)
-        loop = asyncio.get_running_loop()
+        plane = self._plane = DataPlane(
+            self.store, self.rendezvous, http, handoff, self.origins, limits=self.limits,
+            max_conns=self._max_conns(), busy=self.pool.connected if self.pool else None,
+            bandwidth=limits.session_bandwidth,
+        )  # fmt: skip
         self._server = await loop.create_server(
             lambda: RelayProtocol(plane),
             host=self.config.host,
             port=self.config.port,
             ssl=self._ssl_context(),
             reuse_address=True,
-            backlog=LISTEN_BACKLOG,
+            backlog=ACCEPT_BATCH,
         )
+        for s in self._server.sockets:
+            # asyncio accepts as many connections in one go as the listen backlog, before
+            # any protocol sees one: a burst could take every descriptor past --max-conns.
+            # A small batch for asyncio, the full queue for the kernel.
+            with socket.fromfd(s.fileno(), s.family, s.type) as listening:
+                listening.listen(LISTEN_BACKLOG)
         scheme = self.config.scheme
         for s in self._server.sockets:
             host, port = s.getsockname()[:2]
@@ -250,6 +275,19 @@ class Relay:
                 loop.create_task(self._follow_events()),
                 loop.create_task(self._flush_live()),
             ]
+
+    def _max_conns(self) -> int:
+        """--max-conns, or what the descriptor limit allows (never more: the relay must keep
+        descriptors for its store, its workers and /healthz)."""
+        fds = fd_limit()
+        room = conns_for(fds)
+        wanted = self.config.limits.max_conns
+        if wanted > room:
+            log.warning("--max-conns %d exceeds what %d file descriptors allow; using %d",
+                        wanted, fds, room)  # fmt: skip
+        n = min(wanted, room) if wanted else room
+        log.info("connection limit %d (file descriptors: %d)", n, fds)
+        return n
 
     async def stop(self) -> None:
         """Stop accepting, close every peer with 1001, give them a moment, then exit."""

@@ -11,11 +11,12 @@ import re
 import secrets
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from swsrs.durations import parse_duration
 from swsrs.errors import ConfigError
+from swsrs.server.limits import LimitsConfig, load_limits
 from swsrs.server.origins import pattern_problem
 from swsrs.urls import to_ws_base
 
@@ -53,6 +54,7 @@ class ServerConfig:
     advertise_addr: str | None = None  # host:port where other nodes reach this one
     log_level: str = "info"
     demo: bool = False  # serve the chat example at /demo/chat.html
+    limits: LimitsConfig = field(default_factory=LimitsConfig)  # abuse limits (limits.py)
     metrics_addr: tuple[str | None, int] | None = None  # --metrics-addr: None = no metrics
     log_format: str = "text"  # text or json (one object per line)
 
@@ -234,6 +236,7 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
         advertise_addr=advertise,
         log_level=log_level,
         demo=demo,
+        limits=load_limits(pick),
         metrics_addr=metrics_addr,
         log_format=log_format,
     )

@@ -43,11 +43,12 @@ def switching_protocols(key: str, subprotocol: str | None = None) -> bytes:
     ).encode()
 
 
-def refusal(status: int, reason: str) -> bytes:
+def refusal(status: int, reason: str, headers: Mapping[str, str] | None = None) -> bytes:
     """A complete plain-text HTTP/1.1 error response that closes the connection."""
     body = (reason + "\n").encode()
     phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     return (
         f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
     ).encode() + body

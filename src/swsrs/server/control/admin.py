@@ -15,6 +15,7 @@ from aiohttp import web
 from swsrs.errors import StoreError
 from swsrs.server import metrics
 from swsrs.server.config import ServerConfig
+from swsrs.server.control.quota import SubjectQuota, subject_of
 from swsrs.server.dataplane.rendezvous import Attachments, rfc3339, status_reported
 from swsrs.server.stores.base import LiveState, SessionRecord, SessionStore, mint
 from swsrs.wire.frames import CLOSE_NORMAL
@@ -69,6 +70,11 @@ def _text(status: int, reason: str) -> web.Response:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _plausible(session_id: str) -> bool:
+    """Whether a store could hold this id (a str with surrogates cannot even be asked)."""
+    return session_id.isascii() and session_id.isprintable()
 
 
 def _store_guard(handler: Handler) -> Handler:
@@ -130,6 +136,7 @@ class AdminAPI:
         self.store = store
         self.rendezvous = rendezvous
         self.auth = authorizer
+        self.quota = SubjectQuota(config.limits.max_sessions_per_subject, store)
 
     def _status(self, record: SessionRecord, remote: LiveState | None) -> dict[str, object]:
         """This node's own state for the sessions it holds; for the others, what the node
@@ -156,10 +163,18 @@ class AdminAPI:
     async def create(self, request: web.Request) -> web.Response:
         if (refusal := await self.auth.authorize(request, SCOPE_CREATE)) is not None:
             return refusal
+        subject = subject_of(request.get(CLAIMS))
+        if (refusal := await self.quota.reserve(subject)) is not None:
+            return refusal
         minted = mint(self.config.session_ttl)
         rec = minted.record
         request[SESSION] = rec.id
-        await self.store.add(rec)
+        try:
+            await self.store.add(rec)
+        except BaseException:
+            self.quota.release(subject)
+            raise
+        self.quota.added(subject, rec.id, rec.expires_at)
         body: dict[str, object] = {
             "id": rec.id,
             "initiator_token": minted.initiator_token,
@@ -184,7 +199,8 @@ class AdminAPI:
     async def get(self, request: web.Request) -> web.Response:
         if (refusal := await self.auth.authorize(request, SCOPE_READ)) is not None:
             return refusal
-        rec = await self.store.get(request.match_info["id"])
+        sid = request.match_info["id"]
+        rec = await self.store.get(sid) if _plausible(sid) else None
         if rec is None or rec.expired():
             return _text(404, "session not found or expired")
         remote = await self.store.get_live([rec.id])
@@ -194,10 +210,11 @@ class AdminAPI:
         if (refusal := await self.auth.authorize(request, SCOPE_DELETE)) is not None:
             return refusal
         sid = request.match_info["id"]
-        rec = await self.store.get(sid)
+        rec = await self.store.get(sid) if _plausible(sid) else None
         if rec is None or rec.expired():
             return _text(404, "session not found or expired")
         await self.store.delete(sid)
+        self.quota.forget(sid)
         live = self.rendezvous.end(sid, CLOSE_NORMAL, "session deleted")
         log.info(
             "session %s closed: deleted (bytes_in=%d bytes_out=%d)",

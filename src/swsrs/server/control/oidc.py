@@ -297,6 +297,8 @@ class OIDCAuthorizer:
 
     async def verify(self, token: str) -> dict[str, Any]:
         """The token's claims if it is valid for this relay; raises :class:`TokenRejected`."""
+        if not token.isascii():  # a JWT is ASCII; a str with surrogates cannot even be encoded
+            raise TokenRejected("malformed token")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:

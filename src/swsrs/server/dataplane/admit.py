@@ -23,7 +23,10 @@ from swsrs.errors import StoreError
 from swsrs.server import metrics
 from swsrs.server.dataplane.pump import WRITE_HIGH_WATER, WRITE_LOW_WATER, Peer
 from swsrs.server.dataplane.rendezvous import Rendezvous
+from swsrs.server.dataplane.throttle import peer_factory
+from swsrs.server.limits import LogThrottle, SourceLimits, retry_after, skipped_note
 from swsrs.server.origins import OriginPolicy, origin_refusal
+from swsrs.server.proxies import host_of
 from swsrs.server.stores.base import Role, SessionRecord, SessionStore
 from swsrs.wire.handshake import accept_key, check_upgrade
 from swsrs.wire.subprotocol import SUBPROTOCOL, parse_offer
@@ -38,6 +41,11 @@ class Refusal:
     status: int
     reason: str
     role: Role | None = None  # the slot, once the token named one
+    retry_after: float = 0.0  # a 429: when to try again (Retry-After)
+    limit: str = ""  # a 429: which limit (metrics.limit_hit)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": retry_after(self.retry_after)} if self.status == 429 else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,11 @@ class Seat:
 
 
 SLOT_TAKEN = "slot {role} of this session is already held by a connection"
+TOO_MANY = {
+    "token_guessing": "too many attaches with a wrong token or an unknown session from this "
+    "address; retry later",
+    "attach_rate": "too many attaches from this address; retry later",
+}
 
 
 def token_from(headers: Mapping[str, str], query_token: str | None) -> str:
@@ -71,21 +84,42 @@ async def admit(
     headers: Mapping[str, str],
     query_token: str | None,
     origins: OriginPolicy,
+    *,
+    source: str = "",
+    limits: SourceLimits | None = None,
 ) -> Refusal | tuple[SessionRecord, Role]:
     """Decide an attach up to the slot check (409), which the process holding the session's
-    peers makes: the caller must reserve the slot before its next await."""
+    peers makes: the caller must reserve the slot before its next await.
+
+    ``source`` is the client's address for the per-address ``limits``: a source that
+    attaches too often, or named too many unknown sessions or wrong tokens, gets 429
+    before anything is looked up, whatever its token.
+    """
+    if limits is not None and (wait := limits.check_attach(source)) is not None:
+        return Refusal(429, TOO_MANY[wait[1]], retry_after=wait[0], limit=wait[1])
+    if not session_id.isascii() or not session_id.isprintable():
+        # No store has such an id; some cannot even be asked (a str with surrogates).
+        if limits is not None:
+            limits.failed(source)
+        return Refusal(404, "session not found or expired")
     try:
         record = await store.get(session_id)
     except StoreError as exc:
         log.warning("attach to %s refused: %s", session_id, exc)
         return Refusal(503, "session store unavailable, try again")
     if record is None or record.expired():
+        if limits is not None:
+            limits.failed(source)
         return Refusal(404, "session not found or expired")
     token = token_from(headers, query_token)
     if not token:
+        if limits is not None:
+            limits.failed(source)
         return Refusal(401, "missing token: send Authorization: Bearer <token> or ?token=")
-    role = record.role_for(token)
+    role = record.role_for(token) if token.isascii() else None
     if role is None:
+        if limits is not None:
+            limits.failed(source)
         return Refusal(401, "invalid token for this session")
     if (reason := origin_refusal(origins, headers)) is not None:
         return Refusal(403, reason, role)
@@ -108,16 +142,28 @@ def log_attach(peer: Peer) -> None:
     )  # fmt: skip
 
 
-def log_refusal(session_id: str, role: str | None, remote: str, status: int, reason: str) -> None:
-    """Every refused attach, at info: who, which slot, why (never the token)."""
+_REFUSALS = LogThrottle()
+
+
+def log_refusal(
+    session_id: str, role: str | None, remote: str, status: int, reason: str, limit: str = ""
+) -> None:
+    """A refused attach, counted in the metrics, and logged at info: who, which slot, why
+    (never the token) -- once per client address and status per interval, not per attempt."""
     metrics.attach_refused(status)
+    if limit:
+        metrics.limit_hit(limit)
+    skipped = _REFUSALS.allow(host_of(remote), str(status))
+    if skipped is None:
+        return
     log.info(
-        "refused attach session=%s role=%s remote=%s status=%d reason=%r",
-        session_id,
+        "refused attach session=%s role=%s remote=%s status=%d reason=%r%s",
+        session_id[:64].encode("ascii", "backslashreplace").decode(),
         role or "?",
         remote,
         status,
         reason,
+        skipped_note(skipped),
     )
 
 
@@ -136,26 +182,36 @@ class RelayHandler:
         handoff: Callable[[asyncio.Transport, Seat], None] | None = None,
         *,
         origins: OriginPolicy,
+        limits: SourceLimits | None = None,
+        bandwidth: float = 0.0,
     ) -> None:
         self.store = store
         self.rendezvous = rendezvous
         self.handoff = handoff  # --workers: the session's worker seats the connection
         self.origins = origins
+        self.limits = limits  # per-address limits (429), shared with the listener
+        self.new_peer = peer_factory(bandwidth)  # --session-bandwidth: a paced Peer
         self.advertise: str | None = None  # set at start on a shared store (see splice.py)
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
+        remote = request.remote or "?"
+        if self.limits is not None:
+            remote = self.limits.proxies.client(remote, request.headers)
         verdict = await admit(
             self.store,
             request.match_info["id"],
             request.headers,
             request.query.get("token"),
             self.origins,
+            source=remote,
+            limits=self.limits,
         )
-        remote = request.remote or "?"
         if isinstance(verdict, Refusal):
             log_refusal(request.match_info["id"], verdict.role, remote, verdict.status,
-                        verdict.reason)  # fmt: skip
-            return web.Response(status=verdict.status, text=verdict.reason + "\n")
+                        verdict.reason, verdict.limit)  # fmt: skip
+            return web.Response(
+                status=verdict.status, text=verdict.reason + "\n", headers=verdict.headers()
+            )
         record, role = verdict
         features = parse_offer(request.headers.get("Sec-WebSocket-Protocol"))
         if self.advertise is not None:
@@ -182,7 +238,7 @@ class RelayHandler:
             return web.Response(status=101)  # never written: the connection has moved
         live = self.rendezvous.session(record)
         protocol = request.protocol
-        peer = Peer(
+        peer = self.new_peer(
             live,
             role,
             protocol,

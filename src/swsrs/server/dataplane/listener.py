@@ -29,7 +29,7 @@ import httptools
 from multidict import CIMultiDict
 
 from swsrs.errors import StoreError
-from swsrs.server.dataplane import splice
+from swsrs.server.dataplane import guard, splice
 from swsrs.server.dataplane.admit import (
     PATH_PREFIX,
     SLOT_TAKEN,
@@ -46,7 +46,9 @@ from swsrs.server.dataplane.pump import (
     Peer,
 )
 from swsrs.server.dataplane.rendezvous import Rendezvous
+from swsrs.server.dataplane.throttle import peer_factory
 from swsrs.server.dataplane.writev import format_addr, socket_fd, write_through
+from swsrs.server.limits import SourceLimits
 from swsrs.server.origins import OriginPolicy
 from swsrs.server.stores.base import SessionStore
 from swsrs.wire.frames import Chunk
@@ -60,7 +62,7 @@ _BUFFER = memoryview(bytearray(READ_BUFFER_SIZE))  # shared by every connection 
 
 MAX_HEAD = 16 * 1024  # request line + headers of an upgrade
 _HEAD_BUFFER = _BUFFER[:MAX_HEAD]
-HEAD_TIMEOUT = 15.0  # a client that does not finish its request head in time is dropped
+HEAD_TIMEOUT = 10.0  # default --header-timeout: a request head must be complete by then
 _RELAY_LINE = b"GET " + PATH_PREFIX.encode()
 
 
@@ -74,6 +76,11 @@ class DataPlane:
         http: Callable[[], asyncio.BaseProtocol] | None,
         handoff: Callable[[asyncio.Transport, Seat], None] | None = None,
         origins: OriginPolicy | None = None,
+        *,
+        limits: SourceLimits | None = None,
+        max_conns: int = 0,
+        busy: Callable[[], int] | None = None,
+        bandwidth: float = 0.0,
     ) -> None:
         # A worker process gets admitted connections only: no store, no aiohttp.
         self.store = store
@@ -85,6 +92,14 @@ class DataPlane:
         self.handshaking: set[RelayProtocol] = set()
         # On a store other nodes share: where they reach this node (see splice.py).
         self.advertise: str | None = None
+        # Per-address attach limits; --max-conns counts ``conns`` plus ``busy()`` (workers').
+        self.limits = limits
+        self.header_timeout = limits.config.header_timeout if limits else HEAD_TIMEOUT
+        self.max_conns = max_conns
+        self.busy = busy
+        self.conns = 0  # connections this process has accepted and not yet closed
+        self.overflow = 0  # connections over max_conns being answered (guard.Overflow)
+        self.new_peer = peer_factory(bandwidth)  # --session-bandwidth: a paced Peer
 
     def abort_handshakes(self) -> None:
         for p in list(self.handshaking):
@@ -113,6 +128,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
 
     __slots__ = (
         "_adopt",
+        "_counted",
         "_drain",
         "_early",
         "_fd",
@@ -139,6 +155,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
         self._fd = -1  # the socket, for writev straight from the read buffer (plain TCP only)
         self.splice: asyncio.Transport | None = None  # spliced to the session's holder node
         self._splice_fd = -1
+        self._counted = False  # in plane.conns (until closed or handed to aiohttp)
 
     # -- asyncio callbacks -----------------------------------------------------------
 
@@ -149,9 +166,17 @@ class RelayProtocol(asyncio.BufferedProtocol):
             seat, self._adopt = self._adopt, None
             self.seat(seat)  # before the first read: the head was read elsewhere
             return
-        self.plane.handshaking.add(self)
+        plane = self.plane
+        if guard.full(plane):
+            self.transport = None
+            guard.Overflow(plane).take(transport)
+            return
+        plane.conns += 1
+        self._counted = True
+        plane.handshaking.add(self)
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(HEAD_TIMEOUT, transport.abort)
+        timeout = plane.header_timeout
+        self._timer = loop.call_later(timeout, guard.head_timed_out, transport, timeout)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         # Before the upgrade, read no more than a head's worth: what follows stays in
@@ -197,6 +222,9 @@ class RelayProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._handshake_over()
+        if self._counted:
+            self._counted = False
+            self.plane.conns -= 1
         peer = self.peer
         if peer is not None:
             peer.feed_eof()
@@ -252,22 +280,25 @@ class RelayProtocol(asyncio.BufferedProtocol):
             self._timer = None
 
     def _to_http(self, data: bytes) -> None:
-        """Not ours: aiohttp serves this connection from now on, starting with ``data``."""
+        """Not ours: aiohttp serves this connection from now on, starting with ``data``,
+        behind a guard that keeps the head deadline (and, later, the count in plane.conns)."""
+        deadline = self._timer.when() if self._timer is not None else None
         self._handshake_over()
         transport = self.transport
         assert transport is not None
         self.transport = None
         assert self.plane.http is not None
-        handler = self.plane.http()
+        self._counted = False  # the guard counts it in plane.conns from now on
+        handler = guard.HttpGuard(self.plane, self.plane.http(), deadline)
         transport.set_protocol(handler)
         handler.connection_made(transport)
-        handler.data_received(data)  # type: ignore[attr-defined]
+        handler.data_received(data)
 
-    def _refuse(self, status: int, reason: str) -> None:
+    def _refuse(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
         self._handshake_over()
         self._head = None
         if self.transport is not None:
-            self.transport.write(refusal(status, reason))
+            self.transport.write(refusal(status, reason, headers))
             self.transport.close()
 
     def _upgrade(self, head: bytes) -> None:
@@ -288,7 +319,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
             log_refusal(session_id or "-", None, remote, 404, "no such session path")
             self._refuse(404, "session not found or expired")
             return
-        query = parse_qs(url.query.decode("latin-1")) if url.query else {}
+        query = parse_qs(url.query.decode("latin-1", "replace")) if url.query else {}
         token = query.get("token", [None])[0]
         assert self.transport is not None
         self.transport.pause_reading()
@@ -302,15 +333,17 @@ class RelayProtocol(asyncio.BufferedProtocol):
         self, session_id: str, headers: CIMultiDict[str], token: str | None, head: bytes
     ) -> None:
         plane = self.plane
-        assert plane.store is not None
-        verdict = await admit(plane.store, session_id, headers, token, plane.origins)
+        assert plane.store is not None and self.transport is not None
+        remote, source = guard.client(self.transport, headers, plane.limits)
+        verdict = await admit(plane.store, session_id, headers, token, plane.origins,
+                              source=source, limits=plane.limits)  # fmt: skip
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         if isinstance(verdict, Refusal):
-            remote = format_addr(transport.get_extra_info("peername"))
-            log_refusal(session_id, verdict.role, remote, verdict.status, verdict.reason)
-            self._refuse(verdict.status, verdict.reason)
+            log_refusal(session_id, verdict.role, remote, verdict.status, verdict.reason,
+                        verdict.limit)  # fmt: skip
+            self._refuse(verdict.status, verdict.reason, verdict.headers())
             return
         record, role = verdict
         if plane.advertise is not None:
@@ -325,7 +358,6 @@ class RelayProtocol(asyncio.BufferedProtocol):
             transport = self.transport
             if transport is None or transport.is_closing():
                 return
-        remote = format_addr(transport.get_extra_info("peername"))
         features = parse_offer(headers.get("Sec-WebSocket-Protocol"))
         key = headers["Sec-WebSocket-Key"]
         seat = Seat(record, role, key, bytes(self._early), remote, features)
@@ -381,7 +413,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
         plane = self.plane
         live = plane.rendezvous.session(seat.record)
         self._fd = socket_fd(transport)
-        peer = Peer(
+        peer = plane.new_peer(
             live,
             seat.role,
             self,

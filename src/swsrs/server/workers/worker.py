@@ -63,7 +63,8 @@ class Worker:
             max_message=int(self.config["max_message"]),
             on_change=self._changed,
         )
-        self.plane = DataPlane(None, self.rendezvous, None)
+        bandwidth = float(self.config.get("bandwidth", 0.0))
+        self.plane = DataPlane(None, self.rendezvous, None, bandwidth=bandwidth)
         self.channel = Channel(socket.socket(fileno=self.fd), self._message, self.stopping.set)
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         stats = loop.create_task(self._report_counters())
