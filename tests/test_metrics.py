@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -22,6 +23,7 @@ from .prom import Prometheus, prometheus_missing_reason, start_prometheus
 from .test_relay import attach, closed_with
 
 MiB = 1024 * 1024
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 CHUNK = 64 * 1024
 METRICS_AT = re.compile(r"metrics on http://(127\.0\.0\.1:\d+)/metrics")
 
@@ -132,6 +134,14 @@ async def test_prometheus_sums_bytes_and_refusals_over_workers(
     await closed_with(b)
     await asyncio.to_thread(prometheus.wait_value, "sum(swsrs_relayed_bytes_total)", 11 * MiB)
     await asyncio.to_thread(prometheus.wait_value, "swsrs_tunnels_live", 0)
+
+    # Every query of the Grafana dashboard is valid PromQL over these metrics.
+    dashboard = json.loads((DEPLOY / "grafana" / "swsrs.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    for expr in exprs:
+        q = expr.replace("$__rate_interval", "1m").replace("$job", ".+")
+        prometheus.query(q)  # asserts status success
+    assert prometheus.query('sum by (direction) (swsrs_relayed_bytes_total{job=~".+"})')
 
 
 def test_metrics_are_off_by_default_and_never_on_the_main_port(relay: Relay) -> None:
