@@ -110,6 +110,8 @@ async def test_json_logs_parse_and_carry_tunnel_events_and_the_audit_trail(
         status, s = admin(relay, "POST", "/admin/sessions", every)
         assert status == 201
         assert admin(relay, "DELETE", f"/admin/sessions/{s['id']}", read_only)[0] == 403
+        with pytest.raises(websockets.InvalidStatus):
+            await attach(relay, s["id"], "A" * 22)
         a = await attach(relay, s["id"], s["initiator_token"])
         b = await attach(relay, s["id"], s["responder_token"])
         await a.send(b"a" * 300)
@@ -135,6 +137,8 @@ async def test_json_logs_parse_and_carry_tunnel_events_and_the_audit_trail(
         assert o["sub"] == "swsrs-ci" and o["azp"] == "swsrs-ci" and o["logger"] == "swsrs.audit"
     assert sorted(o["role"] for o in events("attach")) == ["initiator", "responder"]
     assert len(events("paired")) == 1
+    (refused,) = events("refused")
+    assert refused["status"] == 401 and refused["reason"] == "invalid token for this session"
     (closed,) = events("closed")
     assert closed["bytes_in"] == 300 and closed["bytes_out"] == 20
     assert closed["reason"].startswith("closed by client (1000")

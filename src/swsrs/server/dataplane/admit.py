@@ -156,15 +156,19 @@ def log_refusal(
     skipped = _REFUSALS.allow(host_of(remote), str(status))
     if skipped is None:
         return
+    shown = session_id[:64].encode("ascii", "backslashreplace").decode()
     log.info(
         "refused attach session=%s role=%s remote=%s status=%d reason=%r%s",
-        session_id[:64].encode("ascii", "backslashreplace").decode(),
+        shown,
         role or "?",
         remote,
         status,
         reason,
         skipped_note(skipped),
-    )
+        extra={"event": "refused", "session": shown, "role": role, "remote": remote,
+               "status": status, "reason": reason, "limit": limit or None,
+               "skipped": skipped},
+    )  # fmt: skip
 
 
 class RelayHandler:
@@ -219,8 +223,10 @@ class RelayHandler:
                 holder = await self.store.claim(record.id, self.advertise)
             except StoreError as exc:
                 log.warning("attach to %s refused: %s", record.id, exc)
+                metrics.attach_refused(503)
                 return web.Response(status=503, text="session store unavailable, try again\n")
             if holder != self.advertise:
+                metrics.attach_refused(503)
                 # Splicing needs the raw connection, which aiohttp owns here; a new
                 # connection is spliced by the listener.
                 return web.Response(

@@ -29,6 +29,7 @@ import httptools
 from multidict import CIMultiDict
 
 from swsrs.errors import StoreError
+from swsrs.server import metrics
 from swsrs.server.dataplane import guard, splice
 from swsrs.server.dataplane.admit import (
     PATH_PREFIX,
@@ -353,6 +354,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
                     return
             except StoreError as exc:
                 log.warning("attach to %s refused: %s", record.id, exc)
+                metrics.attach_refused(503)
                 self._refuse(503, "session store unavailable, try again")
                 return
             transport = self.transport
@@ -382,6 +384,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
         if holder == me:
             return False
         if not forward:
+            metrics.attach_refused(503)
             self._refuse(503, "this session moved to another relay node: retry")
             return True
         link = await splice.connect(self, holder, head + bytes(self._early), _BUFFER)
@@ -391,6 +394,7 @@ class RelayProtocol(asyncio.BufferedProtocol):
                 return False
             link = await splice.connect(self, holder, head + bytes(self._early), _BUFFER)
             if link is None:
+                metrics.attach_refused(503)
                 self._refuse(503, "the relay node holding this session is unreachable")
                 return True
         if self.transport is None or self.transport.is_closing():
