@@ -150,12 +150,18 @@ def test_metrics_are_off_by_default_and_never_on_the_main_port(relay: Relay) -> 
 
 
 def test_metrics_listener_serves_the_exposition_format(relay_factory: Any, tmp_path: Path) -> None:
+    gone = psutil.Popen(["true"])
+    gone.wait()
+    stale = tmp_path / f"swsrs-metrics-{gone.pid}-left-by-a-killed-relay"
+    stale.mkdir()
     r = relay_factory("--metrics-addr", "127.0.0.1:0", "--store", f"sqlite://{tmp_path}/s.db",
-                      "--workers", "2")  # fmt: skip
+                      "--workers", "2", env={"TMPDIR": str(tmp_path)})  # fmt: skip
     r.create()
     worker = psutil.Process(r.proc.pid).children()[0]
     files = Path(worker.environ()["PROMETHEUS_MULTIPROC_DIR"])  # the front set it for them
-    assert files.is_dir() and files.name.startswith("swsrs-metrics-")
+    assert files.is_dir() and files.parent == tmp_path
+    assert files.name.startswith(f"swsrs-metrics-{r.proc.pid}-")
+    assert not stale.exists()  # a dead run's files are removed at start
     with urllib.request.urlopen(f"http://{metrics_addr(r)}/metrics", timeout=10) as resp:
         assert resp.headers["Content-Type"].startswith("text/plain")
         text = resp.read().decode()

@@ -35,6 +35,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, Protocol
 
 DIR_ENV = "SWSRS_METRICS_DIR"  # set by the front for its workers (they inherit it)
@@ -96,8 +97,26 @@ class _Metrics:
 
 
 def new_run_dir() -> str:
-    """A fresh, empty directory for this relay run's metric files (see the module doc)."""
-    return tempfile.mkdtemp(prefix="swsrs-metrics-")
+    """A fresh, empty directory for this relay run's metric files (see the module doc).
+
+    Its name carries the front's pid; directories left by runs whose front is gone
+    (killed with SIGKILL, say) are removed first.
+    """
+    for stale in Path(tempfile.gettempdir()).glob("swsrs-metrics-*-*"):
+        pid = stale.name.split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"swsrs-metrics-{os.getpid()}-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process: alive
+        return True
+    return True
 
 
 def enable(directory: str) -> None:
