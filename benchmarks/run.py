@@ -639,7 +639,9 @@ def main() -> int:
     notes: list[str] = []
 
     hard = raise_nofile()
-    max_pairs = (hard - 200) // 2  # two sockets per pair, in the client and in the relay
+    # Two sockets per pair, in the client and in the relay, which keeps 1% of its descriptors
+    # (at least 112) for itself beyond its --max-conns.
+    max_pairs = (hard - max(400, hard // 50)) // 2
     if any(n > max_pairs for n in sizes.idle):
         notes.append(
             f"W4: RLIMIT_NOFILE hard limit is {hard}; {max(sizes.idle)} pairs need "

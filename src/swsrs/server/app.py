@@ -24,7 +24,7 @@ from swsrs.server.control.quota import body_cap_middleware
 from swsrs.server.dataplane.admit import RelayHandler
 from swsrs.server.dataplane.listener import DataPlane, RelayProtocol
 from swsrs.server.dataplane.rendezvous import Attachments, Rendezvous
-from swsrs.server.limits import SourceLimits, conns_for, fd_limit
+from swsrs.server.limits import ACCEPT_BATCH, SourceLimits, conns_for, fd_limit
 from swsrs.server.noise import accept_errors, install_parser_filter
 from swsrs.server.origins import OriginPolicy
 from swsrs.server.stores.base import SessionStore, StoreEvent
@@ -37,7 +37,6 @@ from swsrs.wire.frames import CLOSE_GOING_AWAY, CLOSE_NORMAL
 log = logging.getLogger("swsrs")
 
 LISTEN_BACKLOG = 1024
-ACCEPT_BATCH = 16  # connections asyncio accepts per loop turn (it uses the listen backlog)
 SHUTDOWN_GRACE = 3.0  # seconds peers get to answer our 1001 close on shutdown
 FLUSH_INTERVAL = 1.0  # seconds between batched writes of live state to the store
 READY_TIMEOUT = 5.0  # /readyz never waits longer on the store

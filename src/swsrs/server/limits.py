@@ -25,8 +25,9 @@ log = logging.getLogger("swsrs.limits")
 
 MAX_KEYS = 100_000  # addresses remembered per bucket map (then the idle ones are forgotten)
 LOG_INTERVAL = 10.0  # seconds: one refusal line per source and kind, then a count
-FD_RESERVE_MIN = 64  # descriptors kept free beyond --max-conns (store, workers, overflow)
+FD_RESERVE_MIN = 64  # descriptors kept for the store, workers, logs beyond --max-conns
 OVERFLOW_CONNS = 32  # connections over --max-conns kept for a look at their first line
+ACCEPT_BATCH = 16  # connections asyncio accepts per loop turn, before any is counted
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\S+))?\s*$")
 _BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgKMG]?)(i?)[bB]?\s*(?:/\s*s)?\s*$")
@@ -91,7 +92,7 @@ def fd_limit() -> int:
 
 def conns_for(fds: int) -> int:
     """How many client connections fit in ``fds`` descriptors with a reserve for the rest."""
-    return max(8, fds - max(FD_RESERVE_MIN + OVERFLOW_CONNS, fds // 10))
+    return max(8, fds - max(FD_RESERVE_MIN + OVERFLOW_CONNS + ACCEPT_BATCH, fds // 100))
 
 
 @dataclass(frozen=True, slots=True)
