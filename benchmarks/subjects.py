@@ -227,7 +227,9 @@ class Relay(Subject):
 NO_PER_ADDRESS_LIMITS = {"SWSRS_ATTACH_RATE": "0", "SWSRS_FAILED_ATTACH_LIMIT": "0"}
 
 
-def swsrs_argv(port: int, workers: int | None = None, store: str | None = None) -> list[str]:
+def swsrs_argv(
+    port: int, workers: int | None = None, store: str | None = None, extra: tuple[str, ...] = ()
+) -> list[str]:
     argv = [
         *SWSRS_CMD,
         "serve",
@@ -241,13 +243,18 @@ def swsrs_argv(port: int, workers: int | None = None, store: str | None = None) 
         argv += ["--workers", str(workers)]
     if store is not None:
         argv += ["--store", store]
-    return argv
+    return argv + list(extra)
 
 
-def start_swsrs(workers: int | None = None, store: str | None = None, name: str = "") -> Relay:
+def start_swsrs(
+    workers: int | None = None,
+    store: str | None = None,
+    name: str = "",
+    extra: tuple[str, ...] = (),
+) -> Relay:
     port = free_port()
     name = name or ("swsrs" if workers is None else f"swsrs --workers {workers}")
-    return Relay(name, swsrs_argv(port, workers, store), port, sessions=True)
+    return Relay(name, swsrs_argv(port, workers, store, extra), port, sessions=True)
 
 
 class RedisServer:
