@@ -248,14 +248,16 @@ def chatter(sock: socket.socket) -> None:
     drain(sock.recv)
 
 
-def start_streaming_pair(sp: Spawner, relay: Relay, kind: str) -> tuple[str, Proc, Proc]:
+def start_streaming_pair(
+    sp: Spawner, relay: Relay, kind: str, *extra: str
+) -> tuple[str, Proc, Proc]:
     """A session with bytes flowing both ways between two peers: raw↔raw (stdin trickles,
     stdout to /dev/null) or tcp-dial↔tcp-listen (a chatty target and a chatty client)."""
     s = relay.create()
     sid = s["id"]
     if kind == "raw":
-        a = sp.peer("raw", relay.url, sid, s["responder_token"], stdin=subprocess.PIPE)
-        b = sp.peer("raw", relay.url, sid, s["initiator_token"], role="initiator",
+        a = sp.peer("raw", relay.url, sid, s["responder_token"], *extra, stdin=subprocess.PIPE)
+        b = sp.peer("raw", relay.url, sid, s["initiator_token"], *extra, role="initiator",
                     stdin=subprocess.PIPE)  # fmt: skip
         for p in (a, b):
             assert p.popen.stdin is not None
@@ -263,8 +265,8 @@ def start_streaming_pair(sp: Spawner, relay: Relay, kind: str) -> tuple[str, Pro
     else:
         target = sp.target(chatter)
         a = sp.peer("tcp-dial", relay.url, sid, s["responder_token"],
-                    "--target", f"127.0.0.1:{target.port}")  # fmt: skip
-        b = sp.peer("tcp-listen", relay.url, sid, s["initiator_token"], role="initiator")
+                    "--target", f"127.0.0.1:{target.port}", *extra)  # fmt: skip
+        b = sp.peer("tcp-listen", relay.url, sid, s["initiator_token"], *extra, role="initiator")
         chatter(sp.connect(b.listen_port()))
     relay.wait_status(
         sid, lambda st: st is not None and st["bytes_in"] > 0 and st["bytes_out"] > 0, timeout=10
@@ -281,7 +283,8 @@ def test_the_relay_ending_a_live_tunnel_is_one_line_on_both_sides(
     sp: Spawner, relay_factory: Any, end: str, kind: str
 ) -> None:
     relay: Relay = relay_factory(*(["--session-ttl", "4s"] if end == "expired" else []))
-    sid, a, b = start_streaming_pair(sp, relay, kind)
+    # Without --reconnect 0 a relay shutting down is a drop to come back from (below).
+    sid, a, b = start_streaming_pair(sp, relay, kind, "--reconnect", "0")
     if end == "deleted":
         status, _, body = relay.request("DELETE", f"/admin/sessions/{sid}")
         assert status == 204, body
@@ -376,11 +379,37 @@ def test_unreachable_target_fails_both_sides_naming_it(
 def test_the_other_side_killed_mid_stream_is_vanished(
     sp: Spawner, relay: Relay, kind: str, victim: str
 ) -> None:
-    _, a, b = start_streaming_pair(sp, relay, kind)  # a: responder / tcp-dial
+    # a: responder / tcp-dial. Without --reconnect 0 the survivor waits for the other side
+    # to come back (below).
+    _, a, b = start_streaming_pair(sp, relay, kind, "--reconnect", "0")
     killed, survivor = (a, b) if victim in ("responder", "tcp-dial") else (b, a)
     killed.popen.send_signal(signal.SIGKILL)
     survivor.wait(15)
     error_line(survivor, "vanished")
+
+
+@pytest.mark.parametrize("kind", PAIR_KINDS)
+def test_with_reconnect_the_survivor_waits_then_says_the_other_side_did_not_come_back(
+    sp: Spawner, relay_factory: Any, kind: str
+) -> None:
+    relay: Relay = relay_factory("--peer-wait", "2s")
+    _, a, b = start_streaming_pair(sp, relay, kind)  # --reconnect 2m, the default
+    a.popen.send_signal(signal.SIGKILL)
+    b.wait(15)
+    error_line(b, "the other side did not come back within 2s", "bytes may be lost")
+    assert "reconnecting" in b.stderr()
+
+
+@pytest.mark.parametrize("kind", PAIR_KINDS)
+def test_with_reconnect_a_relay_that_stays_down_ends_it_after_the_budget(
+    sp: Spawner, relay: Relay, kind: str
+) -> None:
+    _, a, b = start_streaming_pair(sp, relay, kind, "--reconnect", "2s")
+    relay.proc.send_signal(signal.SIGTERM)
+    for p in (a, b):
+        p.wait(15)
+        error_line(p, "could not reattach within 2s", "connection refused")
+        assert "the relay is restarting; reconnecting" in p.stderr()
 
 
 # -- 2. usage errors, before anything connects -----------------------------------------------

@@ -206,7 +206,7 @@ def act(side: Side, other: Side, action: str, chunk: bytes) -> None:
     if action == "send" and p.can_send:
         p.send_data(chunk)
         side.sent += chunk
-    elif action == "eof" and p.can_send:
+    elif action == "eof" and p.can_end:
         p.send_eof()
     elif action == "deliver" and side.to_other:
         deliver_one(side, other)

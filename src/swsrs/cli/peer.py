@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from swsrs.cli import tls
 from swsrs.cli.status import Reporter
 from swsrs.client.attach import connect
 from swsrs.client.connection import Connection, Role
+from swsrs.durations import parse_duration
 from swsrs.errors import ConfigError, TunnelFailed
 from swsrs.peer import Ended
 from swsrs.urls import relay_url
@@ -39,6 +41,12 @@ def _peer_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print only errors (no waiting/connected/summary lines)")  # fmt: skip
+    p.add_argument("--reconnect", metavar="DURATION", default="2m",
+                   help="after a drop, attach again and resume the stream for up to this long "
+                   "(default 2m; 0: a drop ends the tunnel)")  # fmt: skip
+    p.add_argument("--resume-buffer", metavar="SIZE", default="4MiB",
+                   help="what is kept for resending until the other side has it; a full "
+                   "buffer pauses sending (default 4MiB)")  # fmt: skip
     tls.add_flag(p)
 
 
@@ -90,6 +98,21 @@ class _Peer:
     token: str
     role: Role
     args: argparse.Namespace
+    reconnect: float
+    resume_buffer: int
+
+
+_SIZE = re.compile(r"(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2,
+          "mib": 1024**2, "g": 1024**3, "gb": 1000**3, "gib": 1024**3}  # fmt: skip
+
+
+def parse_size(flag: str, text: str) -> int:
+    """``4MiB``, ``512KiB``, ``1M`` (binary), ``2MB`` (decimal) or plain bytes."""
+    m = _SIZE.fullmatch(text.strip())
+    if m is None:
+        raise ConfigError(f"invalid {flag} {text!r} (want a size such as 4MiB or 512KiB)")
+    return int(m.group(1)) * _UNITS[(m.group(2) or "").lower()]
 
 
 def _need(value: str | None, flag: str, env: str) -> str:
@@ -107,14 +130,20 @@ def _checked(args: argparse.Namespace) -> _Peer:
     relay_url(url, session)  # a malformed --url is a usage error
     tls.context(args)  # so is a bad --ca-file
     role: Role = "initiator" if args.role == "initiator" else "responder"
-    return _Peer(url, session, token, role, args)
+    reconnect = parse_duration(args.reconnect)
+    if reconnect < 0:
+        raise ConfigError(f"--reconnect must not be negative, got {args.reconnect!r}")
+    buffer = parse_size("--resume-buffer", args.resume_buffer)
+    if buffer < 64 * 1024:
+        raise ConfigError(f"--resume-buffer must be at least 64KiB, got {args.resume_buffer!r}")
+    return _Peer(url, session, token, role, args, reconnect, buffer)
 
 
 def _run(
     peer: _Peer, body: Callable[[Reporter, Callable[[], Awaitable[Connection]]], Awaitable[Ended]]
 ) -> int:
     """Run one tunnel: attach (lazily, when ``body`` asks), report, map the end to an exit."""
-    report = Reporter(peer.session, quiet=peer.args.quiet)
+    report = Reporter(peer.session, quiet=peer.args.quiet, resume=peer.reconnect > 0)
     attached: list[Connection] = []
     progress: list[asyncio.Task[None]] = []
 
@@ -127,6 +156,8 @@ def _run(
             ssl=tls.context(peer.args),
             auto_ack=False,
             on_event=report.on_event,
+            reconnect=peer.reconnect,
+            resume_buffer=peer.resume_buffer,
         )
         attached.append(conn)
         progress.append(asyncio.ensure_future(report.progress(conn.protocol)))

@@ -11,7 +11,7 @@ import time
 from typing import TextIO
 
 from swsrs.durations import format_duration
-from swsrs.peer import Ended, Event, Paired, PeerProtocol, Waiting
+from swsrs.peer import Away, Ended, Event, Paired, PeerProtocol, Reconnecting, Resumed, Waiting
 
 PROGRESS_EVERY = 0.5  # seconds between progress line updates on a terminal
 
@@ -28,12 +28,16 @@ def size(n: float) -> str:
 class Reporter:
     """One peer command's status lines."""
 
-    def __init__(self, session: str, *, quiet: bool, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, session: str, *, quiet: bool, resume: bool = False, stream: TextIO | None = None
+    ) -> None:
         self.session = session
         self.quiet = quiet
+        self.resume = resume  # we offered resume: say once when the other side cannot
         self.stream = stream or sys.stderr
         self.started = time.monotonic()
         self._progress_shown = False
+        self._paired_once = False
 
     def say(self, line: str) -> None:
         if not self.quiet:
@@ -45,21 +49,33 @@ class Reporter:
             wait = f" (up to {format_duration(int(ev.seconds))})" if ev.seconds >= 1 else ""
             self.say(f"waiting for the other side of session {self.session}{wait}…")
         elif isinstance(ev, Paired):
+            if self._paired_once:
+                return  # a reconnect: "resumed" says it
+            self._paired_once = True
             self.started = time.monotonic()
             self.say(self._paired_line(ev))
+        elif isinstance(ev, Away):
+            self.say(f"{ev.cause}; reconnecting…")
+        elif isinstance(ev, Reconnecting):
+            self.say(f"reconnect {ev.attempt} failed ({ev.cause}); trying again in "
+                     f"{ev.delay:.1f}s")  # fmt: skip
+        elif isinstance(ev, Resumed):
+            self.say(f"resumed: the stream goes on ({size(ev.resent)} sent again)")
 
-    @staticmethod
-    def _paired_line(ev: Paired) -> str:
+    def _paired_line(self, ev: Paired) -> str:
+        if ev.confirmed and self.resume and "resume" not in (ev.features or ()):
+            return "connected: the other side is here (it does not resume: a drop ends the tunnel)"
         if ev.confirmed:
             return "connected: the other side is here"
+        off = "; no resume after a drop" if self.resume else ""
         if ev.signalled:
             return (
                 "connected: the other side does not speak swsrs.v1 (a reference peer?): "
-                "the first end ends the tunnel and delivery is not confirmed"
+                f"the first end ends the tunnel and delivery is not confirmed{off}"
             )
         return (
             "attached: the relay does not speak swsrs.v1 (a reference relay?): no pairing "
-            "signal, the first end ends the tunnel and delivery is not confirmed"
+            f"signal, the first end ends the tunnel and delivery is not confirmed{off}"
         )
 
     def summary(self, proto: PeerProtocol, ended: Ended) -> None:

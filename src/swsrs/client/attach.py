@@ -17,6 +17,7 @@ from swsrs.errors import (
     Unauthorized,
     os_reason,
 )
+from swsrs.peer.resume import DEFAULT_BUFFER
 from swsrs.urls import relay_url
 from swsrs.wire import subprotocol
 
@@ -41,6 +42,8 @@ async def connect(
     extensions: bool = True,
     auto_ack: bool = True,
     on_event: EventCallback | None = None,
+    reconnect: float = 0.0,
+    resume_buffer: int = DEFAULT_BUFFER,
 ) -> Connection:
     """Attach to ``role``'s slot of ``session`` on the relay at ``url``.
 
@@ -49,39 +52,51 @@ async def connect(
     0 means unlimited. ``extensions`` offers the ``swsrs.v1`` peer protocol
     (pairing signal, end-of-stream, confirmed delivery); without it, or when
     the relay or the other side does not speak it, the tunnel carries raw
-    messages as the reference does. ``on_event`` sees :mod:`swsrs.peer.events`
-    (waiting, paired, ended) as they happen. Raises :class:`~swsrs.NotFound`,
+    messages as the reference does. ``reconnect`` (seconds, 0 = never) offers
+    resume: after a drop both sides attach again within that time and the
+    stream goes on where it broke, ``resume_buffer`` units being kept for
+    resending (a full buffer pauses sending). ``on_event`` sees
+    :mod:`swsrs.peer.events` (waiting, paired, away, reconnecting, resumed,
+    ended) as they happen. Raises :class:`~swsrs.NotFound`,
     :class:`~swsrs.Unauthorized`, :class:`~swsrs.SlotTaken`,
     :class:`~swsrs.RelayUnreachable` or :class:`~swsrs.HandshakeTimeout`.
     """
+    features = FEATURES | {"resume"} if extensions and reconnect > 0 else FEATURES
     target = relay_url(url, session)
-    http = aiohttp.ClientSession()
-    try:
-        ws = await asyncio.wait_for(
-            http.ws_connect(
-                target,
-                headers={"Authorization": f"Bearer {token}"},
-                autoping=False,  # pings are answered, and sent, by the Connection
-                heartbeat=None,
-                max_msg_size=max_message_size,
-                ssl=ssl if ssl is not None else True,
-                protocols=subprotocol.offer(FEATURES) if extensions else (),
-            ),
-            handshake_timeout,
-        )
-    except aiohttp.WSServerHandshakeError as exc:
-        await http.close()
-        kind, text = _REFUSALS.get(exc.status, (HTTPStatusError, "relay refused the attach"))
-        raise kind(exc.status, f"{text} (HTTP {exc.status})") from None
-    except TimeoutError:
-        await http.close()
-        raise HandshakeTimeout(f"no answer from {target} within {handshake_timeout:g}s") from None
-    except (aiohttp.ClientError, OSError) as exc:
-        await http.close()
-        raise RelayUnreachable(f"cannot reach the relay at {url}: {_reason(exc)}") from None
-    except BaseException:
-        await http.close()
-        raise
+
+    async def opener() -> tuple[aiohttp.ClientWebSocketResponse, aiohttp.ClientSession]:
+        http = aiohttp.ClientSession()
+        try:
+            ws = await asyncio.wait_for(
+                http.ws_connect(
+                    target,
+                    headers={"Authorization": f"Bearer {token}"},
+                    autoping=False,  # pings are answered, and sent, by the Connection
+                    heartbeat=None,
+                    max_msg_size=max_message_size,
+                    ssl=ssl if ssl is not None else True,
+                    protocols=subprotocol.offer(features) if extensions else (),
+                ),
+                handshake_timeout,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            await http.close()
+            kind, text = _REFUSALS.get(exc.status, (HTTPStatusError, "relay refused the attach"))
+            raise kind(exc.status, f"{text} (HTTP {exc.status})") from None
+        except TimeoutError:
+            await http.close()
+            raise HandshakeTimeout(
+                f"no answer from {target} within {handshake_timeout:g}s"
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            await http.close()
+            raise RelayUnreachable(f"cannot reach the relay at {url}: {_reason(exc)}") from None
+        except BaseException:
+            await http.close()
+            raise
+        return ws, http
+
+    ws, http = await opener()
     return Connection(
         ws,
         http,
@@ -90,6 +105,10 @@ async def connect(
         auto_ack=auto_ack,
         on_event=on_event,
         keepalive=keepalive,
+        features=features,
+        resume_buffer=resume_buffer,
+        reopen=opener if "resume" in features else None,
+        reconnect_for=reconnect,
     )
 
 

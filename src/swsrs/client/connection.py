@@ -15,14 +15,15 @@ import asyncio
 import collections
 import contextlib
 import ssl as _ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal
 
 import aiohttp
 
-from swsrs.errors import (
-    PeerGone,
-)
+from swsrs.client import reconnect
+from swsrs.client.bytestream import ByteStream
+from swsrs.client.keepalive import watch as keepalive_watch
+from swsrs.errors import PeerGone
 from swsrs.peer import (
     Acknowledged,
     Close,
@@ -33,20 +34,24 @@ from swsrs.peer import (
     Paired,
     PeerProtocol,
     State,
+    ends,
 )
+from swsrs.peer.resume import DEFAULT_BUFFER
 
 Role = Literal["initiator", "responder"]
 SSLArg = _ssl.SSLContext | bool | None
 EventCallback = Callable[[Event], None]
+Opener = Callable[[], Awaitable[tuple[aiohttp.ClientWebSocketResponse, aiohttp.ClientSession]]]
 
 INBOX_MESSAGES = 16  # data messages held for the application before reading stops
-FEATURES: frozenset[str] = frozenset()  # peer-protocol features beyond swsrs.v1 (none yet)
+FEATURES: frozenset[str] = frozenset()  # always offered beyond swsrs.v1 ("resume" on request)
 
 _END = None  # in the inbox: the other side's end-of-stream
 
 
-class Connection:
-    """One end of a tunnel."""
+class Connection(ByteStream):
+    """One end of a tunnel: the message view here, the byte-stream view from
+    :class:`~swsrs.client.bytestream.ByteStream`."""
 
     def __init__(
         self,
@@ -58,6 +63,10 @@ class Connection:
         auto_ack: bool = True,
         on_event: EventCallback | None = None,
         keepalive: float | None = None,
+        features: frozenset[str] = frozenset(),
+        resume_buffer: int = DEFAULT_BUFFER,
+        reopen: Opener | None = None,
+        reconnect_for: float = 0.0,
     ) -> None:
         self._ws = ws
         self._http = http
@@ -67,7 +76,9 @@ class Connection:
         # write elsewhere (stdout, TCP) turn it off and acknowledge with ack()/ack_eof().
         self.auto_ack = auto_ack
         self._on_event = on_event
-        self.protocol = PeerProtocol(ws.protocol, FEATURES)
+        self.protocol = PeerProtocol(ws.protocol, features, resume_buffer=resume_buffer)
+        self._reopen = reopen  # attaches again after a drop (resume); None: a drop ends it
+        self._reconnect_for = reconnect_for
         loop = asyncio.get_running_loop()
         self._paired: asyncio.Future[Paired] = loop.create_future()
         self._ended: asyncio.Future[Ended] = loop.create_future()
@@ -76,22 +87,56 @@ class Connection:
         self._room = asyncio.Event()
         self._room.set()
         self._send_lock = asyncio.Lock()
-        self._leftover = b""
+        self._writable = asyncio.Event()  # set while the protocol may send (or has ended)
+        self._reading: asyncio.Task[None] | None = None
+        self._kicked: asyncio.Future[None] | None = None
         self._dispatch()
-        self._heard = loop.time()  # when the relay last sent anything
-        self._reader = loop.create_task(self._read_loop())
+        self.heard = loop.time()  # when the relay last sent anything
+        self._reader = loop.create_task(self._run())
         self._keepalive = (
-            loop.create_task(self._keep_alive(keepalive)) if keepalive is not None else None
+            loop.create_task(keepalive_watch(self, keepalive)) if keepalive is not None else None
         )
 
     # -- the reader task ------------------------------------------------------------
 
-    async def _read_loop(self) -> None:
+    async def _run(self) -> None:
+        """Read each connection until it ends; after a drop that both sides resume, attach
+        again (the protocol resends the gap) and go on reading."""
+        while True:
+            self._reading = asyncio.ensure_future(self._read_loop(self._ws))
+            await asyncio.wait({self._reading})  # cancelled by the keepalive on silence
+            if self.protocol.state is not State.AWAY or not await self._come_back():
+                return
+
+    async def _come_back(self) -> bool:
+        old_ws, old_http = self._ws, self._http
+        with contextlib.suppress(Exception):
+            await old_http.close()
+        if self._reopen is None:
+            self.protocol.give_up(ends.CONNECTION_LOST)
+            self._dispatch()
+            return False
+        try:
+            ws, http = await reconnect.until_attached(
+                self._reopen, self._reconnect_for, self._on_event
+            )
+        except reconnect.GaveUp as exc:
+            self.protocol.give_up(str(exc))
+            self._dispatch()
+            return False
+        self._ws, self._http = ws, http
+        self.heard = asyncio.get_running_loop().time()
+        self.protocol.reattached(ws.protocol)
+        self._dispatch()
+        await self._flush()
+        del old_ws
+        return True
+
+    async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         proto = self.protocol
-        ws = self._ws
-        while proto.state is not State.ENDED:
+        while proto.state is not State.ENDED and proto.state is not State.AWAY:
             msg = await ws.receive()
-            self._heard = asyncio.get_running_loop().time()
+            self.heard = asyncio.get_running_loop().time()
             if msg.type is aiohttp.WSMsgType.BINARY or msg.type is aiohttp.WSMsgType.TEXT:
                 proto.receive_message(msg.data)
             elif msg.type is aiohttp.WSMsgType.PING:
@@ -109,39 +154,35 @@ class Connection:
             else:  # CLOSED: no close frame came (or ours was the last word)
                 proto.receive_close(ws.close_code)
             self._dispatch()
-            await self._flush()
+            self._kick()
             if len(self._inbox) >= INBOX_MESSAGES:
                 self._room.clear()
                 await self._room.wait()
 
-    async def _keep_alive(self, interval: float) -> None:
-        """Ping when the relay has been silent; a connection that stays silent is lost.
+    @property
+    def reading_paused(self) -> bool:
+        """The application is not taking data: reading stopped on purpose (backpressure)."""
+        return not self._room.is_set()
 
-        Not aiohttp's heartbeat: that one counts a pause in *our* reading (a slow
-        stdout, a stalled application) as a dead connection, because while we do
-        not read, no pong can arrive. Here a pause of ours proves nothing and is
-        not held against the connection.
-        """
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(interval / 2)
-            if not self._room.is_set():
-                self._heard = loop.time()  # we stopped reading: silence is ours
-                continue
-            silent = loop.time() - self._heard
-            if silent >= interval * 2:
-                self.protocol.receive_close(None)
-                self._dispatch()
-                self._reader.cancel()
-                return
-            if silent >= interval:
-                with contextlib.suppress(ConnectionError, aiohttp.ClientError, RuntimeError):
-                    await self._ws.ping()
+    @property
+    def ws(self) -> aiohttp.ClientWebSocketResponse:
+        return self._ws
+
+    def _silent_too_long(self) -> None:
+        """The keepalive's verdict: the connection is lost (resume, or the end)."""
+        self.protocol.receive_close(None)
+        self._dispatch()
+        if self._reading is not None:
+            self._reading.cancel()
 
     def _dispatch(self) -> None:
         while events := self.protocol.events_received():
             for ev in events:
                 self._handle(ev)
+        if self.protocol.can_end or self.protocol.state is State.ENDED:
+            self._writable.set()
+        else:
+            self._writable.clear()
 
     def _handle(self, ev: Event) -> None:
         if isinstance(ev, Data):
@@ -165,19 +206,32 @@ class Connection:
             self._on_event(ev)
 
     async def _flush(self) -> None:
-        """Send what the protocol queued, in order (one sender at a time)."""
+        """Send what the protocol queued, in order (one sender at a time); returns once sent,
+        so a slow relay slows the caller (backpressure)."""
         async with self._send_lock:
-            for item in self.protocol.data_to_send():
-                try:
-                    if isinstance(item, bytes):
-                        await self._ws.send_bytes(item)
-                    elif isinstance(item, str):
-                        await self._ws.send_str(item)
-                    else:
-                        await self._close_ws(item)
-                except (ConnectionError, aiohttp.ClientError, RuntimeError):
-                    self.protocol.receive_close(None)  # the reader sees the same and ends
-                    self._dispatch()
+            ws = self._ws
+            while items := self.protocol.data_to_send():
+                for item in items:
+                    try:
+                        if isinstance(item, bytes):
+                            await ws.send_bytes(item)
+                        elif isinstance(item, str):
+                            await ws.send_str(item)
+                        else:
+                            await self._close_ws(item)
+                    except (ConnectionError, aiohttp.ClientError, RuntimeError):
+                        # Lost: what was not sent is kept for resending, or the end says so.
+                        self.protocol.receive_close(None)
+                        self._dispatch()
+                        if self._reading is not None:
+                            self._reading.cancel()
+                        return
+
+    def _kick(self) -> None:
+        """Flush in the background: the reader and acknowledgements must never wait behind
+        a send that waits for the relay (the close that would free it could not be read)."""
+        if self._kicked is None or self._kicked.done():
+            self._kicked = asyncio.ensure_future(self._flush())
 
     async def _close_ws(self, close: Close) -> None:
         if not self._ws.closed:
@@ -200,7 +254,7 @@ class Connection:
 
     async def finish(self) -> Ended:
         """End our stream and wait for the tunnel to end (the other side ends its stream too)."""
-        if self.protocol.can_send:
+        if not self.protocol.eof_sent:
             await self.write_eof()
         return await self.wait_ended()
 
@@ -209,9 +263,8 @@ class Connection:
     async def send(self, data: bytes | bytearray | memoryview | str) -> None:
         """Send one message (``str`` as text, bytes-like as binary) once the other side is
         there; raises :class:`PeerGone` if the tunnel is over."""
-        if not self._paired.done():
-            await self.wait_paired()
         proto = self.protocol
+        await self._until_writable()
         if not proto.can_send:
             raise self._gone("cannot send: the stream was ended")
         if isinstance(data, str):
@@ -221,6 +274,15 @@ class Connection:
         await self._flush()
         if proto.state is State.ENDED and not self._ended.result().ok:
             raise self._gone()
+
+    async def _until_writable(self, *, end: bool = False) -> None:
+        """Wait for the pairing, a resume, or (data only) room in the replay buffer."""
+        proto = self.protocol
+        while not (proto.can_end if end else proto.can_send) and proto.state is not State.ENDED:
+            if proto.eof_sent:
+                return
+            self._writable.clear()  # every change of can_send is followed by _dispatch
+            await self._writable.wait()
 
     async def recv(self) -> bytes | str:
         """The next message; raises :class:`PeerGone` at the end (``clean`` when the other
@@ -251,14 +313,14 @@ class Connection:
     async def ack(self, n: int) -> None:
         """``n`` more received bytes are delivered (for ``auto_ack=False`` adapters)."""
         self.protocol.delivered(n)
-        await self._flush()
+        self._kick()
 
     async def ack_eof(self) -> None:
         """The other side's end-of-stream is delivered: every byte written, output closed."""
-        if self.protocol.state is State.OPEN:
+        if self.protocol.state is not State.ENDED:
             self.protocol.delivered_eof()
             self._dispatch()
-            await self._flush()
+            self._kick()
 
     def __aiter__(self) -> AsyncIterator[bytes | str]:
         return self._messages()
@@ -272,46 +334,11 @@ class Connection:
 
     # -- byte-stream view ----------------------------------------------------------
 
-    async def read(self, n: int = -1) -> bytes:
-        """Up to ``n`` bytes (``-1``: whatever the next message holds); ``b""`` at a clean end.
-        Raises :class:`PeerGone` when the tunnel ended otherwise."""
-        if not self._leftover:
-            try:
-                msg = await self.recv()
-            except PeerGone as exc:
-                if exc.clean:
-                    return b""
-                raise
-            self._leftover = msg.encode() if isinstance(msg, str) else msg
-        data = self._leftover
-        if n < 0 or len(data) <= n:
-            self._leftover = b""
-            return data
-        self._leftover = data[n:]
-        return data[:n]
-
-    async def readexactly(self, n: int) -> bytes:
-        parts: list[bytes] = []
-        need = n
-        while need:
-            chunk = await self.read(need)
-            if not chunk:
-                raise asyncio.IncompleteReadError(b"".join(parts), n)
-            parts.append(chunk)
-            need -= len(chunk)
-        return b"".join(parts)
-
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Send bytes as one binary message (waits for the pairing and for the socket)."""
-        if data:
-            await self.send(data)
-
     async def write_eof(self) -> None:
         """No more data from this side. The other side reads the end once it has every
         byte; a counterpart that knows no end-of-stream (a raw peer) is disconnected."""
-        if not self._paired.done():
-            await self.wait_paired()
-        if self.protocol.can_send:
+        await self._until_writable(end=True)
+        if self.protocol.can_end:
             self.protocol.send_eof()
             self._dispatch()
             await self._flush()
@@ -336,9 +363,7 @@ class Connection:
         """This side cannot go on: the other side is told ``reason`` and the tunnel ends."""
         self.protocol.fail(reason)
         self._dispatch()
-        task = asyncio.get_running_loop().create_task(self._flush())
-        _BACKGROUND.add(task)
-        task.add_done_callback(_BACKGROUND.discard)
+        self._kick()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Leave now: close the tunnel (the relay releases the other side) and the HTTP session.
@@ -353,7 +378,7 @@ class Connection:
                 self.protocol.receive_close(code, "closed by this side")
                 self._dispatch()
         finally:
-            for task in (self._reader, self._keepalive):
+            for task in (self._reader, self._reading, self._keepalive, self._kicked):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(BaseException):
@@ -365,6 +390,3 @@ class Connection:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-_BACKGROUND: set[asyncio.Task[None]] = set()

@@ -1,7 +1,9 @@
 """The peer protocol, sans I/O: pairing, end-of-stream and delivery between two tunnel ends."""
 
+from swsrs.peer import ends
 from swsrs.peer.events import (
     Acknowledged,
+    Away,
     Close,
     Data,
     Ended,
@@ -9,12 +11,15 @@ from swsrs.peer.events import (
     Event,
     Outgoing,
     Paired,
+    Reconnecting,
+    Resumed,
     Waiting,
 )
 from swsrs.peer.protocol import PeerProtocol, ProtocolUsageError, State
 
 __all__ = [
     "Acknowledged",
+    "Away",
     "Close",
     "Data",
     "EndOfStream",
@@ -24,6 +29,9 @@ __all__ = [
     "Paired",
     "PeerProtocol",
     "ProtocolUsageError",
+    "Reconnecting",
+    "Resumed",
     "State",
     "Waiting",
+    "ends",
 ]

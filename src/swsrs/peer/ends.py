@@ -50,6 +50,15 @@ def relay_close(code: int | None, reason: str) -> str:
     return f"the relay closed the tunnel (close {code}{_with(reason)})"
 
 
+def not_back(reason: str) -> str:
+    """The relay's peer-wait ran out while we waited for the other side to come back."""
+    within = reason.removeprefix("peer did not attach").strip()
+    return (
+        f"the other side did not come back {within} (the relay's --peer-wait); "
+        "the stream was cut: bytes may be lost"
+    )
+
+
 def is_peer_left(code: int | None, reason: str) -> bool:
     """The relay's "your counterpart is gone" close."""
     return code == 1000 and reason == "peer disconnected"

@@ -102,6 +102,7 @@ class PeerProtocol:
         self.replay = resume.ReplayBuffer(resume_buffer) if "resume" in features else None
         self.resuming = False
         self._pairings = 0
+        self._ack_every = resume.RESUME_ACK_INTERVAL  # at most a quarter of their replay buffer
         if selected != subprotocol.SUBPROTOCOL:
             # A relay that knows no signals: no pairing news, raw bytes, as before.
             self._pair(Paired(None, signalled=False))
@@ -125,6 +126,11 @@ class PeerProtocol:
     def resumable(self) -> bool:
         """Paired with a counterpart that resumes after a drop (both offered ``resume``)."""
         return self.paired is not None and "resume" in (self.paired.features or ())
+
+    @property
+    def can_end(self) -> bool:
+        """Our end-of-stream may be sent now (a full replay buffer does not hold it back)."""
+        return self.state is State.OPEN and not self.eof_sent and not self.resuming
 
     @property
     def can_send(self) -> bool:
@@ -162,6 +168,10 @@ class PeerProtocol:
             self._out.clear()
             self.state = State.AWAY
             self._events.append(Away(resume.away_cause(code, reason)))
+            return
+        if self._pairings and self.state is State.WAITING and reason.startswith("peer did not"):
+            # Back after a drop, the other side was not: the relay's peer-wait ran out.
+            self._end(Ended(False, ends.not_back(reason), code))
             return
         if self.confirmed and ends.is_peer_left(code, reason):
             cause = ends.LEFT_BEFORE_CONFIRMING if self.eof_received else ends.VANISHED
@@ -204,7 +214,7 @@ class PeerProtocol:
             self._out.append(json.dumps({
                 "type": "resume", "stream": self.stream_id, "seen": self.their_stream,
                 "received": self.received, "eos": self.eof_received,
-                "done": self._eof_confirmed,
+                "done": self._eof_confirmed, "window": self.replay.limit if self.replay else 0,
             }))  # fmt: skip
 
     def reattached(self, selected: str | None) -> None:
@@ -290,7 +300,7 @@ class PeerProtocol:
 
     def send_eof(self) -> None:
         """Our input ended. A raw counterpart knows no end-of-stream: the tunnel ends here."""
-        if not self.can_send:
+        if not self.can_end:
             raise ProtocolUsageError(f"cannot end the stream now (state {self.state.value})")
         self.eof_sent = True
         if not self.confirmed:
@@ -303,7 +313,7 @@ class PeerProtocol:
         self.delivered_bytes += n
         if self.delivered_bytes > self.received:
             raise ProtocolUsageError("delivered more bytes than arrived")
-        every = resume.RESUME_ACK_INTERVAL if self.resumable else ACK_INTERVAL
+        every = self._ack_every if self.resumable else ACK_INTERVAL
         due = self.delivered_bytes - self._last_ack >= every
         if due and self.confirmed and self.state is State.OPEN:
             self._ack("ack")
@@ -340,6 +350,9 @@ class PeerProtocol:
             self._end(Ended(False, ends.CUT_THEY_RESTARTED), Close(CLOSE_DONE))
             return
         self.their_stream = str(stream)
+        window = obj.get("window")
+        if isinstance(window, int) and window > 0:
+            self._ack_every = max(1, min(resume.RESUME_ACK_INTERVAL, window // 4))
         if not self.resuming:
             return  # a stray second one: nothing to do
         if not isinstance(received, int) or not 0 <= received <= self.sent:
