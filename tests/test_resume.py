@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import signal
+import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import swsrs
 from swsrs.peer import Away, Event, Resumed
 
-from .conftest import SWSRS, Relay
+from .conftest import SWSRS, Relay, free_port, start_relay
 from .cutter import cutter
 
 MiB = 1024 * 1024
@@ -112,3 +115,70 @@ async def test_the_sdk_reconnects_resumes_and_says_so(relay: Relay) -> None:
         assert Away in kinds and Resumed in kinds, seen[side]
     # The sender's replay buffer (1 MiB) was enough: it paused instead of growing.
     assert a.protocol.replay is not None and a.protocol.replay.size <= 1 * MiB + 256 * 1024
+
+
+def test_a_tcp_tunnel_survives_two_relay_restarts(tmp_path: Path) -> None:
+    """200 MiB through tcp-listen/tcp-dial while the relay (SQLite store) is stopped with
+    SIGTERM and restarted, then killed with SIGKILL and restarted: every byte arrives, both
+    ends exit 0, and they are the same processes throughout."""
+    port = free_port()
+    flags = ("--addr", f"127.0.0.1:{port}", "--store", f"sqlite://{tmp_path / 'sessions.db'}")
+    relays = [start_relay(tmp_path, *flags)]
+    total = 200 * MiB
+    got = {"n": 0, "sha": ""}
+    sink = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = sink.accept()
+        h = hashlib.sha256()
+        with conn:
+            while data := conn.recv(MiB):
+                h.update(data)
+                got["n"] += len(data)
+            conn.shutdown(socket.SHUT_WR)  # our side is done too: the tunnel can end
+        got["sha"] = h.hexdigest()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        s = relays[0].create()
+        peer = ["--url", relays[0].url, "--session", s["id"]]
+        dial = subprocess.Popen(
+            [*SWSRS, "tcp-dial", *peer, "--token", s["responder_token"],
+             "--target", f"127.0.0.1:{sink.getsockname()[1]}"],
+            stderr=(tmp_path / "dial.err").open("wb"),
+        )  # fmt: skip
+        listen = subprocess.Popen(
+            [*SWSRS, "tcp-listen", *peer, "--token", s["initiator_token"], "--role",
+             "initiator"],
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert listen.stderr is not None
+        lport = int(listen.stderr.readline().rsplit(":", 1)[1])
+        sent = hashlib.sha256()
+        with socket.create_connection(("127.0.0.1", lport)) as c:
+            for i in range(total // MiB):
+                if i in (60, 130):  # restart the relay mid-transfer, twice
+                    old = relays[-1]
+                    old.stop(signal.SIGTERM if i == 60 else signal.SIGKILL)
+                    relays.append(start_relay(tmp_path, *flags))
+                chunk = os.urandom(MiB)
+                sent.update(chunk)
+                c.sendall(chunk)
+            c.shutdown(socket.SHUT_WR)
+            c.settimeout(120)
+            assert c.recv(1) == b""  # the sink's half-close arrived: everything is through
+        assert listen.wait(60) == 0, listen.stderr.read()
+        assert dial.wait(60) == 0, (tmp_path / "dial.err").read_text()
+    finally:
+        for p in ("dial", "listen"):
+            proc = locals().get(p)
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+        for r in relays:
+            if r.proc.poll() is None:
+                r.stop()
+        sink.close()
+    assert got["n"] == total and got["sha"] == sent.hexdigest()
+    err = listen.stderr.read() + (tmp_path / "dial.err").read_text()
+    assert err.count("resumed: the stream goes on") >= 4, err  # two restarts, both ends
+    assert "the relay is restarting; reconnecting" in err, err
