@@ -8,12 +8,14 @@ back and go on where the stream broke.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import signal
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import swsrs
@@ -182,3 +184,58 @@ def test_a_tcp_tunnel_survives_two_relay_restarts(tmp_path: Path) -> None:
     err = listen.stderr.read() + (tmp_path / "dial.err").read_text()
     assert err.count("resumed: the stream goes on") >= 4, err  # two restarts, both ends
     assert "the relay is restarting; reconnecting" in err, err
+
+
+def test_a_stalled_receiver_blocks_the_sender_whose_memory_stays_bounded(
+    relay: Relay, tmp_path: Path
+) -> None:
+    import psutil
+
+    s = relay.create()
+    receiver = subprocess.Popen(
+        [*SWSRS, "raw", "--url", relay.url, "--session", s["id"], "--token",
+         s["responder_token"], "--quiet"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    sender = subprocess.Popen(
+        [*SWSRS, "raw", "--url", relay.url, "--session", s["id"], "--token",
+         s["initiator_token"], "--role", "initiator", "--quiet"],
+        stdin=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert sender.stdin is not None and receiver.stdout is not None
+    written = 0
+    chunk = os.urandom(MiB)
+
+    def feed() -> None:
+        nonlocal written
+        with contextlib.suppress(OSError):
+            for _ in range(300):
+                sender.stdin.write(chunk)  # type: ignore[union-attr]
+                written += MiB
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    try:
+        rss: list[int] = []
+        for _ in range(30):  # nobody reads the receiver's stdout for 3 s
+            time.sleep(0.1)
+            rss.append(psutil.Process(sender.pid).memory_info().rss)
+        stalled_at = written
+        print(f"sender stalled after {stalled_at // MiB} MiB, RSS at most {max(rss) // MiB} MiB")
+        assert stalled_at < 100 * MiB, stalled_at  # the sender stopped taking input
+        assert max(rss) < 120 * MiB, max(rss)  # and holds a bounded amount
+        h = hashlib.sha256()
+        got = 0
+        while got < 300 * MiB:  # now read: everything arrives, intact
+            data = receiver.stdout.read(MiB)
+            assert data
+            h.update(data)
+            got += len(data)
+        t.join(30)
+        sender.stdin.close()
+        assert h.hexdigest() == hashlib.sha256(chunk * 300).hexdigest()
+        assert sender.wait(30) == 0 and receiver.wait(30) == 0
+    finally:
+        for p in (sender, receiver):
+            if p.poll() is None:
+                p.kill()
