@@ -379,3 +379,44 @@ def test_bad_limit_flags_are_usage_errors(tmp_path: Path) -> None:
         assert p.returncode == 2, (flags, p.stderr)
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
         assert flags[0] in p.stderr, p.stderr
+
+
+# -- every refusal counted, each kind logged once -----------------------------------------
+
+
+async def test_every_refusal_is_counted_in_the_metrics_and_logged_once(
+    relay_factory: Any,
+) -> None:
+    relay = relay_factory("--metrics-addr", "127.0.0.1:0", "--failed-attach-limit", "2/1m",
+                          "--attach-rate", "0", "--max-admin-body", "100",
+                          "--header-timeout", "1s")  # fmt: skip
+    s = relay.create()
+    codes = [(await status_of(relay, upgrade_head(s["id"], "wrong")))[0] for _ in range(5)]
+    assert codes == [401, 401, 429, 429, 429]
+    assert relay.request("POST", "/admin/sessions", body=b"x" * 200)[0] == 413
+    for _ in range(3):
+        raw = b"GET /healthz HTTP/1.1\r\nX: \x01\r\n\r\n"
+        assert (await status_of(relay, raw, keepalive_first=True))[0] == 400
+    r, w = await asyncio.open_connection("127.0.0.1", relay.port)
+    w.write(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+    assert await _closed_after(r, 5) < 2.5
+    w.close()
+    at = re.search(r"metrics on http://(127\.0\.0\.1:\d+)/metrics", relay.log())
+    assert at is not None, relay.log()
+    exporter = Relay(url=f"http://{at.group(1)}", port=0, proc=relay.proc,
+                     log_path=relay.log_path)  # fmt: skip
+    status, _, body = await asyncio.to_thread(exporter.request, "GET", "/metrics")
+    assert status == 200
+    text = body.decode()
+
+    def value(name: str, label: str) -> float:
+        m = re.search(rf"^{name}\{{{label}\}} ([0-9.e+]+)$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    assert value("swsrs_attaches_total", 'outcome="401"') == 2
+    assert value("swsrs_attaches_total", 'outcome="429"') == 3
+    assert value("swsrs_limit_refusals_total", 'kind="token_guessing"') == 3
+    assert value("swsrs_limit_refusals_total", 'kind="admin_body"') == 1
+    assert value("swsrs_limit_refusals_total", 'kind="malformed_request"') == 3
+    assert value("swsrs_limit_refusals_total", 'kind="header_timeout"') == 1
+    assert len(lines(relay, "status=429")) == 1 and len(lines(relay, "malformed request")) == 1

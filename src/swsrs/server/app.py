@@ -221,6 +221,7 @@ class Relay:
     async def start(self) -> None:
         await self.authorizer.start()  # never raises for an IdP outage: admin calls get 503
         limits = self.config.limits
+        max_conns = self._max_conns()  # raises the descriptor limit: before workers start
         loop = asyncio.get_running_loop()
         accept_errors(loop)  # descriptors exhausted: one line per interval, no traceback
         install_parser_filter()  # malformed requests: one line per source, no request bytes
@@ -235,7 +236,7 @@ class Relay:
         handoff = self.pool.handoff if self.pool else None
         plane = self._plane = DataPlane(
             self.store, self.rendezvous, http, handoff, self.origins, limits=self.limits,
-            max_conns=self._max_conns(), busy=self.pool.connected if self.pool else None,
+            max_conns=max_conns, busy=self.pool.connected if self.pool else None,
             bandwidth=limits.session_bandwidth,
         )  # fmt: skip
         self._server = await loop.create_server(
