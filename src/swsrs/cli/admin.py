@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from swsrs.cli import tls
+from swsrs.cli import proxy, tls
 from swsrs.client.admin import AdminClient, SessionStatus, TokenArg
 from swsrs.client.auth import FileTokenStore, RefreshingTokenProvider, discover
 from swsrs.errors import AuthDisabled, ConfigError, LoginRequired, SwsrsError
@@ -30,6 +30,7 @@ def _admin_flags(p: argparse.ArgumentParser) -> None:
         help="credentials file (default <user config dir>/swsrs/credentials.json)",
     )
     tls.add_flag(p)
+    proxy.add_flag(p)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -79,14 +80,16 @@ async def _token(args: argparse.Namespace, url: str) -> TokenArg:
         return str(token)
     store = FileTokenStore(args.credentials)
     if store.load() is not None:
-        provider = RefreshingTokenProvider(store, relay_url=url, ssl=tls.context(args))
+        provider = RefreshingTokenProvider(
+            store, relay_url=url, ssl=tls.context(args), proxy=proxy.value(args)
+        )
         try:
             await provider()  # refresh now, so a dead login fails before anything else
         except LoginRequired as exc:
             raise LoginRequired(f"{exc}: run `swsrs auth --relay {url}`") from None
         return provider
     try:
-        await discover(url, ssl=tls.context(args))
+        await discover(url, ssl=tls.context(args), proxy=proxy.value(args))
     except AuthDisabled:
         return None
     raise LoginRequired(
@@ -97,7 +100,7 @@ async def _token(args: argparse.Namespace, url: str) -> TokenArg:
 async def _client(args: argparse.Namespace) -> AdminClient:
     url = _admin_url(args)
     ssl = tls.context(args)  # a bad --ca-file is a usage error before any request
-    return AdminClient(url, await _token(args, url), ssl=ssl)
+    return AdminClient(url, await _token(args, url), ssl=ssl, proxy=proxy.value(args))
 
 
 def _time(d: datetime, field: str) -> str:

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from swsrs.cli import tls
+from swsrs.cli import proxy, tls
 from swsrs.client.auth import DeviceAuthorization, FileTokenStore, device_login
 from swsrs.errors import AuthDisabled, ConfigError, SwsrsError
 
@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--logout", action="store_true", help="forget the saved credentials")
     tls.add_flag(p)
+    proxy.add_flag(p)
     p.set_defaults(func=run)
 
 
@@ -90,7 +91,11 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             token = await device_login(
-                relay, prompt=prompt, client_id=args.client_id, ssl=tls.context(args)
+                relay,
+                prompt=prompt,
+                client_id=args.client_id,
+                ssl=tls.context(args),
+                proxy=proxy.value(args),
             )
         except AuthDisabled:
             raise SwsrsError(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swsrs.adapters import stdio, tcp
-from swsrs.cli import tls
+from swsrs.cli import proxy, tls
 from swsrs.cli.status import Reporter
 from swsrs.client.attach import connect
 from swsrs.client.connection import Connection, Role
@@ -48,6 +48,7 @@ def _peer_flags(p: argparse.ArgumentParser) -> None:
                    help="what is kept for resending until the other side has it; a full "
                    "buffer pauses sending (default 4MiB)")  # fmt: skip
     tls.add_flag(p)
+    proxy.add_flag(p)
 
 
 _ENDS = (
@@ -129,6 +130,7 @@ def _checked(args: argparse.Namespace) -> _Peer:
     token = _need(args.token, "--token", "SWSRS_TOKEN")
     relay_url(url, session)  # a malformed --url is a usage error
     tls.context(args)  # so is a bad --ca-file
+    proxy.value(args)  # and a bad --proxy
     role: Role = "initiator" if args.role == "initiator" else "responder"
     reconnect = parse_duration(args.reconnect)
     if reconnect < 0:
@@ -158,6 +160,7 @@ def _run(
             on_event=report.on_event,
             reconnect=peer.reconnect,
             resume_buffer=peer.resume_buffer,
+            proxy=proxy.value(peer.args),
         )
         attached.append(conn)
         progress.append(asyncio.ensure_future(report.progress(conn.protocol)))

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from swsrs.client.proxy import client_session
 from swsrs.errors import (
     Forbidden,
     HTTPStatusError,
@@ -107,7 +108,8 @@ async def raise_for_status(resp: aiohttp.ClientResponse) -> None:
 
 class AdminClient:
     """Talks to ``/admin/sessions``. ``token`` is a bearer string, or a provider
-    (plain or async callable) asked before every request so it can refresh."""
+    (plain or async callable) asked before every request so it can refresh. ``proxy``
+    is an HTTP proxy URL (``""``: none; ``None``: ``HTTPS_PROXY`` and the like)."""
 
     def __init__(
         self,
@@ -116,8 +118,10 @@ class AdminClient:
         *,
         ssl: _ssl.SSLContext | bool | None = None,
         timeout: float = 30.0,
+        proxy: str | None = None,
     ) -> None:
         self.base_url = to_http_base(base_url)
+        self._proxy = proxy  # None: from the environment (HTTPS_PROXY, …); "": none
         self._token = token
         self._ssl = ssl if ssl is not None else True
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -125,7 +129,7 @@ class AdminClient:
 
     async def _request(self, method: str, path: str) -> aiohttp.ClientResponse:
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=self._timeout)
+            self._http = client_session(self._proxy, timeout=self._timeout)
         headers = {}
         token = await _resolve(self._token)
         if token:

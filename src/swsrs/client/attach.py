@@ -7,6 +7,7 @@ import asyncio
 import aiohttp
 
 from swsrs.client.connection import FEATURES, Connection, EventCallback, Role, SSLArg
+from swsrs.client.proxy import client_session
 from swsrs.errors import (
     Forbidden,
     HandshakeTimeout,
@@ -44,6 +45,7 @@ async def connect(
     on_event: EventCallback | None = None,
     reconnect: float = 0.0,
     resume_buffer: int = DEFAULT_BUFFER,
+    proxy: str | None = None,
 ) -> Connection:
     """Attach to ``role``'s slot of ``session`` on the relay at ``url``.
 
@@ -57,7 +59,9 @@ async def connect(
     stream goes on where it broke, ``resume_buffer`` units being kept for
     resending (a full buffer pauses sending). ``on_event`` sees
     :mod:`swsrs.peer.events` (waiting, paired, away, reconnecting, resumed,
-    ended) as they happen. Raises :class:`~swsrs.NotFound`,
+    ended) as they happen. ``proxy`` is an HTTP proxy URL to tunnel through
+    (``CONNECT``; ``""``: none; ``None``: ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``
+    from the environment, see :mod:`swsrs.client.proxy`). Raises :class:`~swsrs.NotFound`,
     :class:`~swsrs.Unauthorized`, :class:`~swsrs.SlotTaken`,
     :class:`~swsrs.RelayUnreachable` or :class:`~swsrs.HandshakeTimeout`.
     """
@@ -65,7 +69,7 @@ async def connect(
     target = relay_url(url, session)
 
     async def opener() -> tuple[aiohttp.ClientWebSocketResponse, aiohttp.ClientSession]:
-        http = aiohttp.ClientSession()
+        http = client_session(proxy)
         try:
             ws = await asyncio.wait_for(
                 http.ws_connect(

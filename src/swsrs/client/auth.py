@@ -35,6 +35,7 @@ import aiohttp
 import platformdirs
 
 from swsrs.client.admin import parse_time, raise_for_status
+from swsrs.client.proxy import client_session
 from swsrs.errors import (
     AuthDisabled,
     ConfigError,
@@ -61,12 +62,17 @@ def _ssl_arg(ssl: _ssl.SSLContext | bool | None) -> _ssl.SSLContext | bool:
     return ssl if ssl is not None else True
 
 
-async def discover(relay_url: str, *, ssl: _ssl.SSLContext | bool | None = None) -> dict[str, Any]:
-    """The relay's ``/.well-known/swsrs-config``; raises :class:`AuthDisabled` on its 404."""
+async def discover(
+    relay_url: str, *, ssl: _ssl.SSLContext | bool | None = None, proxy: str | None = None
+) -> dict[str, Any]:
+    """The relay's ``/.well-known/swsrs-config``; raises :class:`AuthDisabled` on its 404.
+
+    ``proxy`` here and below: an HTTP proxy URL, ``""`` for none, ``None`` for the
+    environment's (:mod:`swsrs.client.proxy`)."""
     url = to_http_base(relay_url) + "/.well-known/swsrs-config"
     try:
         async with (
-            aiohttp.ClientSession(timeout=_HTTP_TIMEOUT) as http,
+            client_session(proxy, timeout=_HTTP_TIMEOUT) as http,
             http.get(url, ssl=_ssl_arg(ssl)) as resp,
         ):
             if resp.status == 404:
@@ -277,6 +283,7 @@ async def device_login(
     scopes: Sequence[str] | None = None,
     config: dict[str, Any] | None = None,
     ssl: _ssl.SSLContext | bool | None = None,
+    proxy: str | None = None,
 ) -> Token:
     """Log in with the OAuth 2.0 device authorization grant (RFC 8628).
 
@@ -292,7 +299,7 @@ async def device_login(
     if config is None:
         if relay_url is None:
             raise ConfigError("device_login needs relay_url or config")
-        config = await discover(relay_url, ssl=ssl)
+        config = await discover(relay_url, ssl=ssl, proxy=proxy)
     client = client_id or config.get("client_id_hint") or ""
     if not client:
         raise ConfigError("the relay names no client id (client_id_hint); pass --client-id")
@@ -305,7 +312,7 @@ async def device_login(
     wanted = list(scopes if scopes is not None else config.get("scopes") or [])
     scope = " ".join(dict.fromkeys([*LOGIN_SCOPES, *wanted]))
 
-    async with aiohttp.ClientSession(timeout=_HTTP_TIMEOUT) as http:
+    async with client_session(proxy, timeout=_HTTP_TIMEOUT) as http:
         request = {"client_id": client, "scope": scope}
         if config.get("audience"):
             # Auth0 issues a JWT for an API only when asked for its audience; others ignore it.
@@ -356,7 +363,9 @@ async def device_login(
                 raise LoginExpired("the login was not approved in time; start again")
 
 
-async def refresh(token: Token, *, ssl: _ssl.SSLContext | bool | None = None) -> Token:
+async def refresh(
+    token: Token, *, ssl: _ssl.SSLContext | bool | None = None, proxy: str | None = None
+) -> Token:
     """A new access token from ``token``'s refresh token (RFC 6749 section 6).
 
     Raises :class:`LoginRequired` when that is impossible (no refresh token,
@@ -366,7 +375,7 @@ async def refresh(token: Token, *, ssl: _ssl.SSLContext | bool | None = None) ->
         raise LoginRequired("the saved token has expired and cannot be refreshed")
     form = {"grant_type": "refresh_token", "refresh_token": token.refresh_token,
             "client_id": token.client_id}  # fmt: skip
-    async with aiohttp.ClientSession(timeout=_HTTP_TIMEOUT) as http:
+    async with client_session(proxy, timeout=_HTTP_TIMEOUT) as http:
         try:
             status, body = await _post_form(http, token.token_endpoint, form, ssl)
         except DeviceLoginError as exc:
@@ -399,8 +408,10 @@ class RefreshingTokenProvider:
         *,
         relay_url: str | None = None,
         ssl: _ssl.SSLContext | bool | None = None,
+        proxy: str | None = None,
     ) -> None:
         self.store = store or FileTokenStore()
+        self._proxy = proxy
         self.relay_url = relay_url
         self._ssl = ssl
         self._lock = asyncio.Lock()
@@ -414,12 +425,12 @@ class RefreshingTokenProvider:
                 return token.access_token
             if (not token.token_endpoint or not token.client_id) and self.relay_url:
                 with contextlib.suppress(AuthDisabled, RelayUnreachable):
-                    config = await discover(self.relay_url, ssl=self._ssl)
+                    config = await discover(self.relay_url, ssl=self._ssl, proxy=self._proxy)
                     token = replace(
                         token,
                         token_endpoint=token.token_endpoint or config.get("token_endpoint"),
                         client_id=token.client_id or config.get("client_id_hint"),
                     )
-            token = await refresh(token, ssl=self._ssl)
+            token = await refresh(token, ssl=self._ssl, proxy=self._proxy)
             self.store.save(token)
             return token.access_token
