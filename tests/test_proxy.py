@@ -29,6 +29,7 @@ from swsrs.client.proxy import ProxyRefused, bypassed, proxy_for
 
 from .conftest import Relay, free_port, oidc_flags, start_relay
 from .oidc_idp import IdP, approve_device, node_missing_reason
+from .pki import make_pki, start_tls_relay
 
 SQUID = shutil.which("squid") or "/usr/sbin/squid"
 NCSA = "/usr/lib/squid/basic_ncsa_auth"
@@ -322,6 +323,32 @@ async def test_sdk_through_the_proxy(relay: Relay, squid: Squid) -> None:
 
     with pytest.raises(ProxyRefused, match="407"):
         await swsrs.dial(relay.ws_url, s.id, s.initiator_token, proxy=squid.url("nope"))
+
+
+async def test_sdk_https_and_wss_through_the_proxy(squid: Squid, tmp_path: Path) -> None:
+    """CONNECT, then TLS inside the tunnel, verified against the relay's CA."""
+    import ssl
+
+    pki = make_pki(tmp_path / "pki")
+    relay = start_tls_relay(tmp_path, pki)
+    try:
+        ca = ssl.create_default_context(cafile=str(pki.ca_cert))
+        mark = len(squid.log())
+        async with swsrs.AdminClient(relay.url, ssl=ca, proxy=squid.url()) as admin:
+            s = await admin.create()
+        a = await swsrs.accept(relay.url, s.id, s.responder_token, ssl=ca, proxy=squid.url())
+        b = await swsrs.dial(relay.ws_url, s.id, s.initiator_token, ssl=ca, proxy=squid.url())
+        await b.send(b"over tls, through the proxy")
+        assert await a.recv() == b"over tls, through the proxy"
+        await a.close()
+        await b.close()
+        lines = squid.connects_since(mark, f"127.0.0.1:{relay.port}", at_least=3)
+        assert len(lines) >= 3, lines
+        # without the CA the certificate check fails inside the tunnel too
+        with pytest.raises(swsrs.RelayUnreachable, match="certificate verify failed"):
+            await swsrs.dial(relay.ws_url, s.id, s.initiator_token, proxy=squid.url())
+    finally:
+        relay.stop()
 
 
 # -- which proxy for which URL ----------------------------------------------------------------

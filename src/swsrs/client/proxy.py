@@ -270,9 +270,14 @@ class ProxyConnector(aiohttp.TCPConnector):
         sock = await open_tunnel(proxy, host, req.port)
         context: _ssl.SSLContext | None = self._get_ssl_context(req) if req.is_ssl() else None
         server_hostname = (getattr(req, "server_hostname", None) or host) if context else None
-        try:
-            _, protocol = await self._loop.create_connection(
-                self._factory, sock=sock, ssl=context, server_hostname=server_hostname
+        try:  # TLS errors become aiohttp's, as on a direct connection
+            _, protocol = await self._wrap_existing_connection(
+                self._factory,
+                sock=sock,
+                ssl=context,
+                server_hostname=server_hostname,
+                req=req,
+                timeout=timeout,
             )
         except BaseException:
             sock.close()
