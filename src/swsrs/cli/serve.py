@@ -13,8 +13,10 @@ from swsrs.errors import ConfigError, StoreError
 DESCRIPTION = """\
 Run the relay: the admin API (/admin/sessions), the data plane (/relay/{id}),
 discovery (/.well-known/swsrs-config), /healthz and /readyz, all on one port.
-Every flag can also be set with the environment variable shown;
-flags win over the environment. Durations use Go form: 90s, 2m, 1h30m."""
+Every flag can also be set with the environment variable shown, or in the
+--config file as its name in snake_case (--peer-wait: peer_wait = "2m");
+flags win over the environment, which wins over the file.
+Durations use Go form: 90s, 2m, 1h30m."""
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -48,6 +50,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="DUR",
         help="expiry sweep interval (SWSRS_REAP_INTERVAL, default 30s)",
     )
+    a("--ping-interval", metavar="DUR",
+      help="ping a peer silent this long (SWSRS_PING_INTERVAL, default 30s; 0: never)")  # fmt: skip
+    a("--ping-timeout", metavar="DUR",
+      help="cut a peer that does not answer a ping within this (SWSRS_PING_TIMEOUT, "
+      "default 20s)")  # fmt: skip
+    a("--idle-timeout", metavar="DUR",
+      help="end a tunnel that carried no data this long (SWSRS_IDLE_TIMEOUT, default 0 = "
+      "never)")  # fmt: skip
     a(
         "--public-base-url",
         metavar="URL",
@@ -176,15 +186,29 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="serve Prometheus metrics at http://HOST:PORT/metrics, a listener of its own "
         "(SWSRS_METRICS_ADDR, default off)",
     )
-    p.set_defaults(func=run)
+    a(
+        "--config",
+        metavar="FILE",
+        help="read settings from this TOML file, keys as the long flags in snake_case "
+        '(peer_wait = "2m"); flags and the environment win over it (SWSRS_CONFIG)',
+    )
+    a(
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration as TOML, secrets masked, and exit",
+    )
+    p.set_defaults(func=run, serve_parser=p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from swsrs.server import config as server_config
-    from swsrs.server import tls
+    from swsrs.server import config_file, tls
 
+    keys = config_file.keys_of(args.serve_parser)
     try:
-        cfg = server_config.load(vars(args), os.environ)
+        cfg, file = config_file.load(vars(args), os.environ, keys)
+        if args.print_config:
+            print(config_file.render(cfg, keys, vars(args), os.environ, file), end="")
+            return 0
         if cfg.tls_cert and cfg.tls_key:
             tls.server_context(cfg.tls_cert, cfg.tls_key)  # bad files: exit 2 before binding
     except ConfigError as exc:

@@ -33,6 +33,7 @@ _BY_REASON = (
     ("session deleted", "the session was deleted"),
     ("relay shutting down", "the relay is shutting down"),
     ("session moved to another relay node", "the session moved to another relay node"),
+    ("tunnel idle for", "the relay ended the idle tunnel: {reason}"),
 )
 
 

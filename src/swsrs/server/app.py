@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from swsrs.errors import StoreError
-from swsrs.server import malloc, metrics, tls
+from swsrs.server import malloc, metrics, sdnotify, tls
 from swsrs.server.config import ServerConfig
 from swsrs.server.control import assets
 from swsrs.server.control.admin import AdminAPI, Authorizer, NoAuth
@@ -23,6 +23,7 @@ from swsrs.server.control.exporter import Exporter
 from swsrs.server.control.quota import body_cap_middleware
 from swsrs.server.dataplane.admit import RelayHandler
 from swsrs.server.dataplane.listener import DataPlane, RelayProtocol
+from swsrs.server.dataplane.liveness import Liveness
 from swsrs.server.dataplane.rendezvous import Attachments, Rendezvous
 from swsrs.server.limits import ACCEPT_BATCH, SourceLimits, conns_for, fd_limit
 from swsrs.server.noise import accept_errors, install_parser_filter
@@ -100,8 +101,12 @@ class Relay:
             self.attachments = self.pool
         handoff = self.pool.handoff if self.pool else None
         limits = config.limits
+        keepalive = {"ping_interval": config.ping_interval, "ping_timeout": config.ping_timeout,
+                     "idle": config.idle_timeout}  # fmt: skip
+        self.liveness = Liveness(self.rendezvous, **keepalive)
         if self.pool is not None:
             self.pool.worker_config["bandwidth"] = limits.session_bandwidth
+            self.pool.worker_config["keepalive"] = keepalive
         self.limits = SourceLimits(limits)  # per client address (limits.py)
         self.authorizer: Authorizer = authorizer or NoAuth()
         self.origins = origins = OriginPolicy(config.allowed_origins)
@@ -259,6 +264,8 @@ class Relay:
             host = f"[{host}]" if ":" in host else host
             self.addresses.append(f"{scheme}://{host}:{port}")
         self._reaper = loop.create_task(self._reap())
+        if self.pool is None:  # with --workers, each worker watches its own peers
+            self.liveness.start()
         if self.config.metrics_addr is not None and metrics.enabled():
             mhost, mport = self.config.metrics_addr
             self.exporter = Exporter(mhost, mport, self.store, self.attachments,
@@ -297,6 +304,7 @@ class Relay:
             self._plane.abort_handshakes()
         if self._reaper is not None:
             self._reaper.cancel()
+        self.liveness.stop()
         if self._metered is not None:
             self._metered.cancel()
         for task in self._background:
@@ -363,8 +371,10 @@ async def serve(config: ServerConfig, *, on_ready: Callable[[Relay], None] | Non
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    sdnotify.notify("READY=1\nSTATUS=listening on " + ", ".join(relay.addresses))
     await stop.wait()
     log.info("shutting down")
+    sdnotify.notify("STOPPING=1")
     await relay.stop()
     metrics.cleanup()
     log.info("stopped")

@@ -42,6 +42,9 @@ class ServerConfig:
     session_ttl: float = 3600.0
     peer_wait: float = 120.0
     reap_interval: float = 30.0
+    ping_interval: float = 30.0  # keepalive (dataplane/liveness.py); 0: never
+    ping_timeout: float = 20.0
+    idle_timeout: float = 0.0  # 0: tunnels may idle for ever
     public_base_url: str | None = None
     allowed_origins: tuple[str, ...] = ()
     tls_cert: str | None = None
@@ -96,19 +99,32 @@ def _duration(name: str, text: str, *, allow_zero: bool = False) -> float:
     return secs
 
 
-def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
-    """Build the configuration from parsed flags (``None`` = not given) and the environment."""
+def load(
+    flags: Mapping[str, Any], env: Mapping[str, str], file: Mapping[str, str] | None = None
+) -> ServerConfig:
+    """Build the configuration from parsed flags (``None`` = not given), the environment
+    and a config file's values by flag name (``config_file.read``), in that order."""
+    file = file or {}
 
     def pick(flag: str, var: str) -> str | None:
         v = flags.get(flag)
         if v is not None:
             return str(v)
         e = env.get(var)
-        return e if e not in (None, "") else None
+        if e not in (None, ""):
+            return e
+        f = file.get(flag)
+        return f if f not in (None, "") else None
 
-    demo = bool(flags.get("demo")) or parse_bool("SWSRS_DEMO", env.get("SWSRS_DEMO", ""))
-    no_auth_flag = flags.get("no_auth")
-    no_auth = bool(no_auth_flag) or parse_bool("SWSRS_NO_AUTH", env.get("SWSRS_NO_AUTH", ""))
+    def switch(flag: str, var: str) -> bool:  # a store_true flag, else its variable, else file
+        if flags.get(flag):
+            return True
+        if env.get(var, "") != "":
+            return parse_bool(var, env[var])
+        return parse_bool(flag, file.get(flag, ""))
+
+    demo = switch("demo", "SWSRS_DEMO")
+    no_auth = switch("no_auth", "SWSRS_NO_AUTH")
 
     host, port = parse_addr(pick("addr", "SWSRS_ADDR") or ":8080")
     issuer = pick("oidc_issuer", "SWSRS_OIDC_ISSUER")
@@ -123,6 +139,11 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
     ttl = _duration("--session-ttl", pick("session_ttl", "SWSRS_SESSION_TTL") or "1h")
     peer_wait = _duration("--peer-wait", pick("peer_wait", "SWSRS_PEER_WAIT") or "2m")
     reap = _duration("--reap-interval", pick("reap_interval", "SWSRS_REAP_INTERVAL") or "30s")
+    ping_interval = _duration("--ping-interval", pick("ping_interval", "SWSRS_PING_INTERVAL")
+                              or "30s", allow_zero=True)  # fmt: skip
+    ping_timeout = _duration("--ping-timeout", pick("ping_timeout", "SWSRS_PING_TIMEOUT") or "20s")
+    idle_timeout = _duration("--idle-timeout", pick("idle_timeout", "SWSRS_IDLE_TIMEOUT") or "0",
+                             allow_zero=True)  # fmt: skip
 
     base = pick("public_base_url", "SWSRS_PUBLIC_BASE_URL")
     if base is not None:
@@ -224,6 +245,9 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str]) -> ServerConfig:
         session_ttl=ttl,
         peer_wait=peer_wait,
         reap_interval=reap,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        idle_timeout=idle_timeout,
         public_base_url=base,
         allowed_origins=origins,
         tls_cert=cert,

@@ -103,6 +103,7 @@ class Peer:
         "features",
         "flow",
         "fwd",
+        "heard",
         "live",
         "pending",
         "pending_bytes",
@@ -149,6 +150,7 @@ class Peer:
         self.pending_payload = 0
         self.read_paused = False
         self.state = _OPEN
+        self.heard = True  # something arrived since the keepalive last looked (liveness.py)
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._wait_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
@@ -199,6 +201,7 @@ class Peer:
     def feed_data(self, data: bytes | memoryview) -> tuple[bool, bytes]:
         """Bytes from this client: a view of the listener's shared read buffer, or (on the
         aiohttp path) a ``bytes``. Returns what aiohttp's parser interface expects."""
+        self.heard = True
         fwd = self.fwd
         try:
             fwd.feed(data)
@@ -345,6 +348,18 @@ class Peer:
         self.close(code, reason)
         if other is not None:
             other.close(CLOSE_NORMAL, "peer disconnected")
+
+    def ping(self) -> None:
+        """A ping of the relay's own (keepalive), between forwarded frames."""
+        if self.state == _OPEN and self.ready:
+            self._send_control(control_frame(OP_PING, b""), droppable=True)
+
+    def drop(self, reason: str) -> None:
+        """Cut a connection that no longer answers (no close frame: it would not be read)."""
+        if self.state == _OPEN:
+            self._release_counterpart()
+            self._finish(reason)
+        self.transport.abort()
 
     def _release_counterpart(self) -> None:
         other = self.counterpart

@@ -24,6 +24,7 @@ from typing import Any
 from swsrs.server import malloc, metrics
 from swsrs.server.dataplane.admit import Seat
 from swsrs.server.dataplane.listener import DataPlane, RelayProtocol
+from swsrs.server.dataplane.liveness import Liveness
 from swsrs.server.dataplane.rendezvous import LiveSession, Rendezvous
 from swsrs.server.logs import setup_logging
 from swsrs.server.stores.base import Role, SessionRecord
@@ -67,11 +68,17 @@ class Worker:
         self.plane = DataPlane(None, self.rendezvous, None, bandwidth=bandwidth)
         self.channel = Channel(socket.socket(fileno=self.fd), self._message, self.stopping.set)
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        keepalive = self.config.get("keepalive") or {}
+        liveness = Liveness(self.rendezvous, ping_interval=float(keepalive.get("ping_interval", 0)),
+                            ping_timeout=float(keepalive.get("ping_timeout", 20)),
+                            idle=float(keepalive.get("idle", 0)))  # fmt: skip
+        liveness.start()
         stats = loop.create_task(self._report_counters())
         metered = loop.create_task(metrics.flush_bytes(self.rendezvous.sessions.values))
         await self.stopping.wait()
         stats.cancel()
         metered.cancel()
+        liveness.stop()
         n = self.rendezvous.close_all(CLOSE_GOING_AWAY, self.shutdown_reason)
         deadline = time.monotonic() + SHUTDOWN_GRACE
         while n and self.rendezvous.connected() and time.monotonic() < deadline:  # noqa: ASYNC110
