@@ -21,6 +21,7 @@ import hashlib
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Relay, free_port
+from .conftest import Relay, free_port, start_relay
 
 pytestmark = pytest.mark.ssh
 
@@ -502,3 +503,63 @@ def test_host_waits_15s_before_client_login_grace_5s(
         for p in peers:
             p.kill()
         stop_sshd(grace_sshd)
+
+
+# -- relay restarts under a live scp ----------------------------------------------------------
+
+
+def wait_size(path: Path, size: int, scp: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """Until the file scp writes on the host side has ``size`` bytes (scp still running)."""
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.stat().st_size >= size):
+        assert scp.poll() is None, f"scp ended ({scp.returncode}) before {size} bytes arrived"
+        assert time.monotonic() < deadline, f"{path} never reached {size} bytes"
+        time.sleep(0.01)
+
+
+def test_scp_200mib_survives_two_relay_restarts(sshd: Sshd, tmp_path: Path) -> None:
+    """The relay (SQLite store, a fixed port) is stopped with SIGTERM and started again, then
+    killed with SIGKILL and started again, while scp copies 200 MiB through tcp-listen and
+    tcp-dial: the copy is exact, scp exits 0, and both CLI ends are the same processes
+    throughout and exit 0 at the end."""
+    size = 200 * 1024 * 1024
+    src = tmp_path / "payload.bin"
+    with src.open("wb") as f:
+        for _ in range(200):
+            f.write(os.urandom(1024 * 1024))
+    dst = tmp_path / "copied.bin"
+    port = free_port()
+    flags = ("--addr", f"127.0.0.1:{port}", "--store", f"sqlite://{tmp_path / 'sessions.db'}")
+    relays = [start_relay(tmp_path, *flags)]
+    t: Tunnel | None = None
+    scp: subprocess.Popen[bytes] | None = None
+    try:
+        t = open_tunnel(relays[0], sshd, tmp_path)
+        with (tmp_path / "scp.stderr").open("wb") as err:
+            scp = subprocess.Popen(
+                ["scp", "-P", str(t.port), *sshd.ssh_opts(), str(src),
+                 f"{sshd.user}@127.0.0.1:{dst}"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+            )  # fmt: skip
+        for at, sig in ((60, signal.SIGTERM), (130, signal.SIGKILL)):
+            wait_size(dst, at * 1024 * 1024, scp)
+            relays[-1].stop(sig)
+            relays.append(start_relay(tmp_path, *flags))
+            # The same two CLI processes go on: neither ended nor was started again.
+            assert t.dial.proc.poll() is None, t.dial.stderr()
+            assert t.listen.proc.poll() is None, t.listen.stderr()
+        assert scp.wait(180) == 0, (tmp_path / "scp.stderr").read_text()
+        assert sha256(dst) == sha256(src)
+        assert dst.stat().st_size == size
+        t.assert_exit_0()
+    finally:
+        if scp is not None and scp.poll() is None:
+            scp.kill()
+            scp.wait()
+        if t is not None:
+            t.kill()
+        for r in relays:
+            r.stop()
+    err = t.dial.stderr() + t.listen.stderr()
+    assert err.count("resumed: the stream goes on") >= 4, err  # two restarts, both ends
+    assert "the relay is restarting; reconnecting" in err, err
