@@ -38,6 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import recovery
 import subjects
 from loadgen import (
     AdminClient,
@@ -110,10 +111,12 @@ class Sizes:
     creates: int
     pair_latency: int
     pair_concurrent: int
+    cuts: int = 100
 
 
-QUICK = Sizes(128 * MiB, 50_000, 2_000, [1_000], 64 * MiB, 1_000, 200, 500)
-FULL = Sizes(GiB, 200_000, 10_000, [1_000, 10_000], 512 * MiB, 5_000, 1_000, 2_000)
+QUICK = Sizes(128 * MiB, 50_000, 2_000, [1_000], 64 * MiB, 1_000, 200, 500, 20)
+FULL = Sizes(GiB, 200_000, 10_000, [1_000, 10_000], 512 * MiB, 5_000, 1_000, 2_000, 100)
+NO_RESUME = "swsrs --reconnect 0"  # W5: the same tunnel with resume off
 
 
 def pct(sorted_values: list[float], p: int) -> float:
@@ -264,7 +267,7 @@ class Bench:
                 "W5",
                 "W5 TCP tunnel",
                 "byte",
-                ["swsrs", "direct TCP", "socat"],
+                ["swsrs", NO_RESUME, "direct TCP", "socat"],
                 lambda s: self.tunnel(s, z.tunnel),
                 [("listen_s_gib", "tcp-listen s/GiB", 2), ("dial_s_gib", "tcp-dial s/GiB", 2)],
             ),
@@ -299,6 +302,16 @@ class Bench:
                 "byte",
                 [BANDWIDTH_SUBJECT],
                 lambda s: self.bulk(s, 64 * 1024, BANDWIDTH_TOTAL),
+            )
+        )
+        out.append(
+            Workload(
+                "W10",
+                "W10 a cut to bytes flowing again",
+                "rt",
+                ["swsrs"],
+                lambda s: self.recovery(s, z.cuts),
+                [("p50_ms", "p50 ms", 1), ("p99_ms", "p99 ms", 1)],
             )
         )
         if "swsrs redis" in self.stores:
@@ -410,7 +423,7 @@ class Bench:
 
     def tunnel(self, name: str, total: int) -> Sample:
         stream = Stream(MiB, total // MiB, "raw")
-        if name != "swsrs":
+        if name not in ("swsrs", NO_RESUME):
             subj = self.subject(name)
             link = subj.open_link()
             try:
@@ -420,7 +433,8 @@ class Bench:
             return Sample(wall, stream.payload, cpu, me)
         relay = self.relay("swsrs")
         sink = socket.create_server(("127.0.0.1", 0))
-        tunnel = Tunnel(relay, sink.getsockname()[1])
+        extra = ("--reconnect=0",) if name == NO_RESUME else ()
+        tunnel = Tunnel(relay, sink.getsockname()[1], extra)
         link: Link | None = None
         try:
             # tcp-dial connects to its target only once the other side is there: start
@@ -463,6 +477,20 @@ class Bench:
 
         wall, cpu, me = measure(relay, run)
         return Sample(wall, n, cpu, me)
+
+    def recovery(self, name: str, cuts: int) -> Sample:
+        relay = self.relay(name)
+        times: list[float] = []
+
+        def run() -> float:
+            t0 = time.perf_counter()
+            times.extend(asyncio.run(recovery.cut_and_measure(relay.port, relay.create, cuts)))
+            return time.perf_counter() - t0
+
+        wall, cpu, me = measure(relay, run)
+        times.sort()
+        extra = {"p50_ms": pct(times, 50) * 1e3, "p99_ms": pct(times, 99) * 1e3}
+        return Sample(wall, len(times), cpu, me, extra)
 
     def pairing(self, name: str, n: int, concurrency: int) -> Sample:
         relay = self.relay(name)

@@ -408,7 +408,7 @@ class Socat(Subject):
 class Tunnel:
     """``swsrs tcp-dial`` and ``swsrs tcp-listen`` as real processes around one session."""
 
-    def __init__(self, relay: Relay, sink_port: int) -> None:
+    def __init__(self, relay: Relay, sink_port: int, extra: tuple[str, ...] = ()) -> None:
         path, ti, tr = relay.create()
         sid = path.rsplit("/", 1)[1]
         url = f"http://127.0.0.1:{relay.port}"
@@ -417,7 +417,7 @@ class Tunnel:
         # Always --flag=value: a base64url token or id may start with "-", which
         # argparse takes for an option in "--token -x…" (see README, known issues).
         dial = [f"--url={url}", f"--session={sid}", f"--token={tr}", "--role=responder",
-                f"--target=127.0.0.1:{sink_port}"]  # fmt: skip
+                f"--target=127.0.0.1:{sink_port}", *extra]  # fmt: skip
         self.dial = subprocess.Popen(
             [*SWSRS_CMD, "tcp-dial", *dial],
             stdin=subprocess.DEVNULL,
@@ -426,7 +426,7 @@ class Tunnel:
         )
         self.procs.append(self.dial)
         listen = [f"--url={url}", f"--session={sid}", f"--token={ti}", "--role=initiator",
-                  "--listen=127.0.0.1:0"]  # fmt: skip
+                  "--listen=127.0.0.1:0", *extra]  # fmt: skip
         self._argv_listen = [*SWSRS_CMD, "tcp-listen", *listen]
         self.listen: subprocess.Popen[bytes] | None = None
 

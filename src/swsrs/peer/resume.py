@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections import deque
 
 DEFAULT_BUFFER = 4 * 1024 * 1024  # units kept for resending; a full buffer pauses sending
-RESUME_ACK_INTERVAL = 256 * 1024  # with resume, acknowledge at least this often
+# With resume, acknowledge at least this often, or every quarter of the sender's replay
+# buffer if that is less (a full buffer must always drain). Measured: acknowledging every
+# 256 KiB cost the ends ~15 % more CPU per GiB than every MiB (benchmarks W5).
+RESUME_ACK_INTERVAL = 1024 * 1024
 
 # Closes after which both sides come back, rather than ending (code, reason prefix).
 _AGAIN = (
