@@ -133,27 +133,54 @@ class Nginx:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def error_log(self) -> str:
+        return (self.conf.parent / "error.log").read_text(errors="replace")
+
     def stop(self) -> None:
         stop(self.proc, signal.SIGQUIT)
 
 
-def render(template: str, listen: int, nodes: list[int], *, round_robin: bool) -> str:
-    """The shipped configuration with these ports (and, for ``round_robin``, no hash)."""
+def render(
+    template: str,
+    listen: int,
+    nodes: list[int],
+    *,
+    round_robin: bool,
+    directives: dict[str, str] | None = None,
+) -> str:
+    """The shipped configuration with these ports (and, for ``round_robin``, no hash).
+
+    ``directives`` sets the value of directives the file already has, wherever it has
+    them (``{"proxy_read_timeout": "2s"}``): a test tunes what users would tune.
+    """
     servers = "".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=10s;\n" for p in nodes)
     out = re.sub(r"(upstream \w+ \{\n(?:    hash [^\n]*\n)?)(?:    server [^\n]*\n)+",
                  lambda m: m.group(1) + servers, template)  # fmt: skip
     out = out.replace("listen 127.0.0.1:8080;", f"listen 127.0.0.1:{listen};")
     if round_robin:
         out = out.replace("    hash $uri consistent;\n", "")
+    for name, value in (directives or {}).items():
+        out, n = re.subn(rf"(?m)^(\s*{name}\s+)[^;]*;", rf"\g<1>{value};", out)
+        assert n, f"{name} is not in {TEMPLATE}"
     return out
 
 
-def start_nginx(workdir: Path, nodes: list[int], *, round_robin: bool = False) -> Nginx:
+def start_nginx(
+    workdir: Path,
+    nodes: list[int],
+    *,
+    round_robin: bool = False,
+    directives: dict[str, str] | None = None,
+) -> Nginx:
     workdir.mkdir(parents=True, exist_ok=True)
     for _ in range(5):
         port = free_port()
         site = workdir / "swsrs.conf"
-        site.write_text(render(TEMPLATE.read_text(), port, nodes, round_robin=round_robin))
+        site.write_text(
+            render(
+                TEMPLATE.read_text(), port, nodes, round_robin=round_robin, directives=directives
+            )
+        )
         conf = workdir / "nginx.conf"
         conf.write_text(
             f"""daemon off;

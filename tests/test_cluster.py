@@ -48,15 +48,27 @@ class Cluster:
         return held[0]
 
 
-def start_cluster(tmp_path: Path, *, round_robin: bool = False) -> Cluster:
+def start_cluster(
+    tmp_path: Path,
+    *,
+    round_robin: bool = False,
+    size: int = 3,
+    flags: tuple[str, ...] = (),
+    directives: dict[str, str] | None = None,
+) -> Cluster:
+    """``size`` relay nodes (``swsrs serve --store redis://… *flags``) behind nginx, whose
+    shipped configuration gets ``directives`` (see :func:`tests.cluster.render`)."""
     (tmp_path / "redis").mkdir()
     redis = RedisServer(tmp_path / "redis")
     redis.start()
     nodes = []
     try:
-        for i in range(3):
-            nodes.append(start_relay(tmp_path, "--store", redis.url, "--node-id", f"node{i}"))
-        nginx = start_nginx(tmp_path / "nginx", [n.port for n in nodes], round_robin=round_robin)
+        for i in range(size):
+            nodes.append(
+                start_relay(tmp_path, "--store", redis.url, "--node-id", f"node{i}", *flags)
+            )
+        nginx = start_nginx(tmp_path / "nginx", [n.port for n in nodes], round_robin=round_robin,
+                            directives=directives)  # fmt: skip
     except BaseException:
         for n in nodes:
             n.stop()
@@ -65,14 +77,18 @@ def start_cluster(tmp_path: Path, *, round_robin: bool = False) -> Cluster:
     return Cluster(redis, nodes, nginx)
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = start_cluster(tmp_path)
-    yield c
+def stop_cluster(c: Cluster) -> None:
     c.nginx.stop()
     for n in c.nodes:
         n.stop()
     c.redis.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = start_cluster(tmp_path)
+    yield c
+    stop_cluster(c)
 
 
 async def ws(c: Cluster, sid: str, token: str) -> ClientConnection:
@@ -153,10 +169,7 @@ async def test_a_killed_node_loses_no_session(cluster: Cluster) -> None:
 def rr_cluster(tmp_path: Path) -> Iterator[Cluster]:
     c = start_cluster(tmp_path, round_robin=True)
     yield c
-    c.nginx.stop()
-    for n in c.nodes:
-        n.stop()
-    c.redis.stop()
+    stop_cluster(c)
 
 
 async def test_a_round_robin_balancer_works_through_the_splice(rr_cluster: Cluster) -> None:
