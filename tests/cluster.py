@@ -186,7 +186,7 @@ def start_nginx(
             f"""daemon off;
 master_process off;
 pid {workdir}/nginx.pid;
-error_log {workdir}/error.log warn;
+error_log {workdir}/error.log info;  # info: timeouts of upgraded connections
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
