@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     a("--ping-timeout", metavar="DUR",
       help="cut a peer that does not answer a ping within this (SWSRS_PING_TIMEOUT, "
       "default 20s)")  # fmt: skip
+    a("--drain-timeout", metavar="DUR",
+      help="on SIGTERM, how long peers get to leave after the relay's close (they reconnect "
+      "elsewhere or to the restarted relay) (SWSRS_DRAIN_TIMEOUT, default 30s)")  # fmt: skip
     a("--idle-timeout", metavar="DUR",
       help="end a tunnel that carried no data this long (SWSRS_IDLE_TIMEOUT, default 0 = "
       "never)")  # fmt: skip

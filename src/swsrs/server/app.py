@@ -38,7 +38,6 @@ from swsrs.wire.frames import CLOSE_GOING_AWAY, CLOSE_NORMAL
 log = logging.getLogger("swsrs")
 
 LISTEN_BACKLOG = 1024
-SHUTDOWN_GRACE = 3.0  # seconds peers get to answer our 1001 close on shutdown
 FLUSH_INTERVAL = 1.0  # seconds between batched writes of live state to the store
 READY_TIMEOUT = 5.0  # /readyz never waits longer on the store
 
@@ -107,6 +106,7 @@ class Relay:
         if self.pool is not None:
             self.pool.worker_config["bandwidth"] = limits.session_bandwidth
             self.pool.worker_config["keepalive"] = keepalive
+            self.pool.worker_config["drain_timeout"] = config.drain_timeout
         self.limits = SourceLimits(limits)  # per client address (limits.py)
         self.authorizer: Authorizer = authorizer or NoAuth()
         self.origins = origins = OriginPolicy(config.allowed_origins)
@@ -313,7 +313,7 @@ class Relay:
         n = self.attachments.close_all(CLOSE_GOING_AWAY, "relay shutting down")
         if n:
             log.info("closing %d peer connection(s) with 1001", n)
-            deadline = time.monotonic() + SHUTDOWN_GRACE
+            deadline = time.monotonic() + self.config.drain_timeout
             while self.attachments.connected() and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         if self.pool is not None:

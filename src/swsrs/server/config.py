@@ -45,6 +45,7 @@ class ServerConfig:
     ping_interval: float = 30.0  # keepalive (dataplane/liveness.py); 0: never
     ping_timeout: float = 20.0
     idle_timeout: float = 0.0  # 0: tunnels may idle for ever
+    drain_timeout: float = 30.0  # on SIGTERM: how long peers get to leave after our close
     public_base_url: str | None = None
     allowed_origins: tuple[str, ...] = ()
     tls_cert: str | None = None
@@ -142,6 +143,8 @@ def load(
     ping_interval = _duration("--ping-interval", pick("ping_interval", "SWSRS_PING_INTERVAL")
                               or "30s", allow_zero=True)  # fmt: skip
     ping_timeout = _duration("--ping-timeout", pick("ping_timeout", "SWSRS_PING_TIMEOUT") or "20s")
+    drain = _duration("--drain-timeout", pick("drain_timeout", "SWSRS_DRAIN_TIMEOUT") or "30s",
+                      allow_zero=True)  # fmt: skip
     idle_timeout = _duration("--idle-timeout", pick("idle_timeout", "SWSRS_IDLE_TIMEOUT") or "0",
                              allow_zero=True)  # fmt: skip
 
@@ -248,6 +251,7 @@ def load(
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         idle_timeout=idle_timeout,
+        drain_timeout=drain,
         public_base_url=base,
         allowed_origins=origins,
         tls_cert=cert,

@@ -80,7 +80,7 @@ class Worker:
         metered.cancel()
         liveness.stop()
         n = self.rendezvous.close_all(CLOSE_GOING_AWAY, self.shutdown_reason)
-        deadline = time.monotonic() + SHUTDOWN_GRACE
+        deadline = time.monotonic() + float(self.config.get("drain_timeout", SHUTDOWN_GRACE))
         while n and self.rendezvous.connected() and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         self.channel.close()
