@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import swsrs
 from swsrs.peer import Away, Event, Resumed
@@ -239,3 +240,62 @@ def test_a_stalled_receiver_blocks_the_sender_whose_memory_stays_bounded(
         for p in (sender, receiver):
             if p.poll() is None:
                 p.kill()
+
+
+def test_a_crashed_worker_costs_its_peers_one_reconnect(relay_factory: Any, tmp_path: Path) -> None:
+    """With --workers 2, SIGKILL to every worker mid-transfer: the front starts new ones and
+    the peers resume there; 64 MiB arrive intact and both ends exit 0."""
+    import psutil
+
+    relay: Relay = relay_factory("--workers", "2")
+    total = 64 * MiB
+    got = {"n": 0, "sha": ""}
+    sink = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = sink.accept()
+        h = hashlib.sha256()
+        with conn:
+            while data := conn.recv(MiB):
+                h.update(data)
+                got["n"] += len(data)
+            conn.shutdown(socket.SHUT_WR)
+        got["sha"] = h.hexdigest()
+
+    threading.Thread(target=serve, daemon=True).start()
+    s = relay.create()
+    peer = ["--url", relay.url, "--session", s["id"]]
+    dial = subprocess.Popen(
+        [*SWSRS, "tcp-dial", *peer, "--token", s["responder_token"],
+         "--target", f"127.0.0.1:{sink.getsockname()[1]}"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    listen = subprocess.Popen(
+        [*SWSRS, "tcp-listen", *peer, "--token", s["initiator_token"], "--role", "initiator"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert listen.stderr is not None
+        lport = int(listen.stderr.readline().rsplit(":", 1)[1])
+        sent = hashlib.sha256()
+        with socket.create_connection(("127.0.0.1", lport)) as c:
+            for i in range(total // MiB):
+                if i == 24:
+                    for child in psutil.Process(relay.proc.pid).children():
+                        child.kill()  # every worker: the one holding the session among them
+                chunk = os.urandom(MiB)
+                sent.update(chunk)
+                c.sendall(chunk)
+            c.shutdown(socket.SHUT_WR)
+            c.settimeout(60)
+            assert c.recv(1) == b""
+        _, lerr = listen.communicate(timeout=60)
+        _, derr = dial.communicate(timeout=60)
+        assert listen.returncode == 0 and dial.returncode == 0, (lerr, derr)
+    finally:
+        for p in (dial, listen):
+            if p.poll() is None:
+                p.kill()
+        sink.close()
+    assert got["n"] == total and got["sha"] == sent.hexdigest()
+    assert "resumed: the stream goes on" in lerr and "resumed: the stream goes on" in derr
