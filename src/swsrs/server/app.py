@@ -22,8 +22,9 @@ from swsrs.server.control.cors import cors_middleware
 from swsrs.server.control.exporter import Exporter
 from swsrs.server.control.quota import body_cap_middleware
 from swsrs.server.dataplane.admit import RelayHandler
-from swsrs.server.dataplane.listener import DataPlane, RelayProtocol
+from swsrs.server.dataplane.listener import RelayProtocol
 from swsrs.server.dataplane.liveness import Liveness
+from swsrs.server.dataplane.plane import DataPlane
 from swsrs.server.dataplane.rendezvous import Attachments, Rendezvous
 from swsrs.server.limits import ACCEPT_BATCH, SourceLimits, conns_for, fd_limit
 from swsrs.server.noise import accept_errors, install_parser_filter

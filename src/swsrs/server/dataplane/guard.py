@@ -30,7 +30,7 @@ from swsrs.server.proxies import host_of
 from swsrs.wire.handshake import refusal
 
 if TYPE_CHECKING:
-    from swsrs.server.dataplane.listener import DataPlane
+    from swsrs.server.dataplane.plane import DataPlane
 
 log = logging.getLogger("swsrs.relay")
 

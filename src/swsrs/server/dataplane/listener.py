@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from urllib.parse import parse_qs
 
 import httptools
@@ -40,18 +40,14 @@ from swsrs.server.dataplane.admit import (
     log_attach,
     log_refusal,
 )
+from swsrs.server.dataplane.plane import DataPlane
 from swsrs.server.dataplane.pump import (
     CLOSE_TIMEOUT,
     WRITE_HIGH_WATER,
     WRITE_LOW_WATER,
     Peer,
 )
-from swsrs.server.dataplane.rendezvous import Rendezvous
-from swsrs.server.dataplane.throttle import peer_factory
 from swsrs.server.dataplane.writev import format_addr, socket_fd, write_through
-from swsrs.server.limits import SourceLimits
-from swsrs.server.origins import OriginPolicy
-from swsrs.server.stores.base import SessionStore
 from swsrs.wire.frames import Chunk
 from swsrs.wire.handshake import refusal, switching_protocols
 from swsrs.wire.subprotocol import SUBPROTOCOL, parse_offer
@@ -63,49 +59,7 @@ _BUFFER = memoryview(bytearray(READ_BUFFER_SIZE))  # shared by every connection 
 
 MAX_HEAD = 16 * 1024  # request line + headers of an upgrade
 _HEAD_BUFFER = _BUFFER[:MAX_HEAD]
-HEAD_TIMEOUT = 10.0  # default --header-timeout: a request head must be complete by then
 _RELAY_LINE = b"GET " + PATH_PREFIX.encode()
-
-
-class DataPlane:
-    """What every connection of one listening socket shares."""
-
-    def __init__(
-        self,
-        store: SessionStore | None,
-        rendezvous: Rendezvous,
-        http: Callable[[], asyncio.BaseProtocol] | None,
-        handoff: Callable[[asyncio.Transport, Seat], None] | None = None,
-        origins: OriginPolicy | None = None,
-        *,
-        limits: SourceLimits | None = None,
-        max_conns: int = 0,
-        busy: Callable[[], int] | None = None,
-        bandwidth: float = 0.0,
-    ) -> None:
-        # A worker process gets admitted connections only: no store, no aiohttp.
-        self.store = store
-        self.rendezvous = rendezvous
-        self.http = http  # aiohttp's protocol factory (AppRunner.server)
-        # With --workers, admitted connections go to the process that owns the session.
-        self.handoff = handoff
-        self.origins = origins or OriginPolicy()  # --allowed-origins; default same-origin only
-        self.handshaking: set[RelayProtocol] = set()
-        # On a store other nodes share: where they reach this node (see splice.py).
-        self.advertise: str | None = None
-        # Per-address attach limits; --max-conns counts ``conns`` plus ``busy()`` (workers').
-        self.limits = limits
-        self.header_timeout = limits.config.header_timeout if limits else HEAD_TIMEOUT
-        self.max_conns = max_conns
-        self.busy = busy
-        self.conns = 0  # connections this process has accepted and not yet closed
-        self.overflow = 0  # connections over max_conns being answered (guard.Overflow)
-        self.new_peer = peer_factory(bandwidth)  # --session-bandwidth: a paced Peer
-
-    def abort_handshakes(self) -> None:
-        for p in list(self.handshaking):
-            if p.transport is not None:
-                p.transport.abort()
 
 
 class _Head:

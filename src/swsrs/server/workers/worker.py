@@ -23,8 +23,9 @@ from typing import Any
 
 from swsrs.server import malloc, metrics
 from swsrs.server.dataplane.admit import Seat
-from swsrs.server.dataplane.listener import DataPlane, RelayProtocol
+from swsrs.server.dataplane.listener import RelayProtocol
 from swsrs.server.dataplane.liveness import Liveness
+from swsrs.server.dataplane.plane import DataPlane
 from swsrs.server.dataplane.rendezvous import LiveSession, Rendezvous
 from swsrs.server.logs import setup_logging
 from swsrs.server.stores.base import Role, SessionRecord
