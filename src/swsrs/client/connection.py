@@ -109,9 +109,8 @@ class Connection(ByteStream):
                 return
 
     async def _come_back(self) -> bool:
-        old_ws, old_http = self._ws, self._http
         with contextlib.suppress(Exception):
-            await old_http.close()
+            await self._http.close()
         if self._reopen is None:
             self.protocol.give_up(ends.CONNECTION_LOST)
             self._dispatch()
@@ -129,7 +128,6 @@ class Connection(ByteStream):
         self.protocol.reattached(ws.protocol)
         self._dispatch()
         await self._flush()
-        del old_ws
         return True
 
     async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -140,8 +138,10 @@ class Connection(ByteStream):
             if msg.type is aiohttp.WSMsgType.BINARY or msg.type is aiohttp.WSMsgType.TEXT:
                 proto.receive_message(msg.data)
             elif msg.type is aiohttp.WSMsgType.PING:
-                with contextlib.suppress(ConnectionError, aiohttp.ClientError, RuntimeError):
-                    await ws.pong(msg.data)
+                # Answered in the background: the reader must never wait on a send.
+                pong = asyncio.ensure_future(_quietly(ws.pong(msg.data)))
+                _PONGS.add(pong)
+                pong.add_done_callback(_PONGS.discard)
                 continue
             elif msg.type is aiohttp.WSMsgType.PONG:
                 continue
@@ -168,7 +168,7 @@ class Connection(ByteStream):
     def ws(self) -> aiohttp.ClientWebSocketResponse:
         return self._ws
 
-    def _silent_too_long(self) -> None:
+    def drop_silent(self) -> None:
         """The keepalive's verdict: the connection is lost (resume, or the end)."""
         self.protocol.receive_close(None)
         self._dispatch()
@@ -390,3 +390,11 @@ class Connection(ByteStream):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+_PONGS: set[asyncio.Future[None]] = set()  # pongs on their way (kept from the collector)
+
+
+async def _quietly(send: Awaitable[None]) -> None:
+    with contextlib.suppress(ConnectionError, aiohttp.ClientError, RuntimeError):
+        await send

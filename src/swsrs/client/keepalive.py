@@ -32,7 +32,7 @@ async def watch(conn: Connection, interval: float) -> None:
             continue
         silent = loop.time() - conn.heard
         if silent >= interval * 2:
-            conn._silent_too_long()
+            conn.drop_silent()
         elif silent >= interval:
             with contextlib.suppress(ConnectionError, aiohttp.ClientError, RuntimeError):
                 await conn.ws.ping()
