@@ -47,6 +47,26 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def counting_sink() -> tuple[socket.socket, dict[str, Any]]:
+    """A TCP target that takes one connection, reads it to EOF (counting and hashing), then
+    half-closes its side too so the tunnel can end; ``got`` fills in as it goes."""
+    got: dict[str, Any] = {"n": 0, "sha": ""}
+    sink = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = sink.accept()
+        h = hashlib.sha256()
+        with conn:
+            while data := conn.recv(MiB):
+                h.update(data)
+                got["n"] += len(data)
+            conn.shutdown(socket.SHUT_WR)
+        got["sha"] = h.hexdigest()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return sink, got
+
+
 def test_raw_both_ways_through_a_proxy_that_cuts_every_20_mib(relay: Relay, tmp_path: Path) -> None:
     s = relay.create()
     sums = {side: random_file(tmp_path / f"{side}.in", 200 * MiB) for side in ("a", "b")}
@@ -128,20 +148,7 @@ def test_a_tcp_tunnel_survives_two_relay_restarts(tmp_path: Path) -> None:
     flags = ("--addr", f"127.0.0.1:{port}", "--store", f"sqlite://{tmp_path / 'sessions.db'}")
     relays = [start_relay(tmp_path, *flags)]
     total = 200 * MiB
-    got = {"n": 0, "sha": ""}
-    sink = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        conn, _ = sink.accept()
-        h = hashlib.sha256()
-        with conn:
-            while data := conn.recv(MiB):
-                h.update(data)
-                got["n"] += len(data)
-            conn.shutdown(socket.SHUT_WR)  # our side is done too: the tunnel can end
-        got["sha"] = h.hexdigest()
-
-    threading.Thread(target=serve, daemon=True).start()
+    sink, got = counting_sink()
     try:
         s = relays[0].create()
         peer = ["--url", relays[0].url, "--session", s["id"]]
@@ -249,20 +256,7 @@ def test_a_crashed_worker_costs_its_peers_one_reconnect(relay_factory: Any, tmp_
 
     relay: Relay = relay_factory("--workers", "2")
     total = 64 * MiB
-    got = {"n": 0, "sha": ""}
-    sink = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        conn, _ = sink.accept()
-        h = hashlib.sha256()
-        with conn:
-            while data := conn.recv(MiB):
-                h.update(data)
-                got["n"] += len(data)
-            conn.shutdown(socket.SHUT_WR)
-        got["sha"] = h.hexdigest()
-
-    threading.Thread(target=serve, daemon=True).start()
+    sink, got = counting_sink()
     s = relay.create()
     peer = ["--url", relay.url, "--session", s["id"]]
     dial = subprocess.Popen(
