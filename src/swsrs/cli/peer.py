@@ -132,7 +132,10 @@ def _checked(args: argparse.Namespace) -> _Peer:
     tls.context(args)  # so is a bad --ca-file
     proxy.value(args)  # and a bad --proxy
     role: Role = "initiator" if args.role == "initiator" else "responder"
-    reconnect = parse_duration(args.reconnect)
+    try:
+        reconnect = parse_duration(args.reconnect)
+    except ConfigError as exc:
+        raise ConfigError(f"--reconnect: {exc}") from None
     if reconnect < 0:
         raise ConfigError(f"--reconnect must not be negative, got {args.reconnect!r}")
     buffer = parse_size("--resume-buffer", args.resume_buffer)
