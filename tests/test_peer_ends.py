@@ -430,6 +430,8 @@ def test_with_reconnect_a_relay_that_stays_down_ends_it_after_the_budget(
         ("raw", ["--url", "http://127.0.0.1:99999"], "invalid relay URL"),
         ("raw", ["--url", "http://127.0.0.1:{port}x"], "invalid relay URL"),
         ("raw", ["--url", "http://[::1"], "invalid relay URL"),
+        ("raw", ["--reconnect", "soon"], "--reconnect: invalid duration 'soon'"),
+        ("raw", ["--resume-buffer", "1k"], "--resume-buffer must be at least 64KiB"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )  # fmt: skip
