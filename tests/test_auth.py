@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import swsrs
-from swsrs.client.auth import FileTokenStore, Token
+from swsrs.client.tokens import FileTokenStore, Token
 
 from .conftest import Relay, make_idp, oidc_flags, start_relay
 from .oidc_idp import CLI_CLIENT, IdP, approve_device

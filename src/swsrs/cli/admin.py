@@ -16,7 +16,8 @@ import aiohttp
 
 from swsrs.cli import proxy, tls
 from swsrs.client.admin import AdminClient, SessionStatus, TokenArg
-from swsrs.client.auth import FileTokenStore, RefreshingTokenProvider, discover
+from swsrs.client.auth import RefreshingTokenProvider, discover
+from swsrs.client.tokens import FileTokenStore
 from swsrs.errors import AuthDisabled, ConfigError, LoginRequired, SwsrsError
 
 

@@ -10,7 +10,8 @@ import sys
 from typing import Any
 
 from swsrs.cli import proxy, tls
-from swsrs.client.auth import DeviceAuthorization, FileTokenStore, device_login
+from swsrs.client.auth import DeviceAuthorization, device_login
+from swsrs.client.tokens import FileTokenStore
 from swsrs.errors import AuthDisabled, ConfigError, SwsrsError
 
 DESCRIPTION = """\

@@ -4,17 +4,14 @@ from swsrs.client.admin import AdminClient, CreatedSession, SessionStatus
 from swsrs.client.attach import accept, connect, dial
 from swsrs.client.auth import (
     DeviceAuthorization,
-    FileTokenStore,
     RefreshingTokenProvider,
-    Token,
-    default_credentials_path,
     device_login,
     discover,
-    load_cached_token,
     refresh,
 )
 from swsrs.client.blocking import open_socket
 from swsrs.client.connection import Connection
+from swsrs.client.tokens import FileTokenStore, Token, default_credentials_path, load_cached_token
 
 __all__ = [
     "AdminClient",
