@@ -194,7 +194,7 @@ def _run(
     if not ended.ok:
         raise TunnelFailed(ended.cause)
     if attached:
-        report.summary(attached[0].protocol, ended)
+        report.summary(attached[0].protocol)
     return 0
 
 

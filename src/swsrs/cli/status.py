@@ -11,7 +11,7 @@ import time
 from typing import TextIO
 
 from swsrs.durations import format_duration
-from swsrs.peer import Away, Ended, Event, Paired, PeerProtocol, Reconnecting, Resumed, Waiting
+from swsrs.peer import Away, Event, Paired, PeerProtocol, Reconnecting, Resumed, Waiting
 
 PROGRESS_EVERY = 0.5  # seconds between progress line updates on a terminal
 
@@ -78,7 +78,7 @@ class Reporter:
             f"signal, the first end ends the tunnel and delivery is not confirmed{off}"
         )
 
-    def summary(self, proto: PeerProtocol, ended: Ended) -> None:
+    def summary(self, proto: PeerProtocol) -> None:
         """The last line of a successful run: bytes each way, time, rate."""
         took = max(time.monotonic() - self.started, 1e-6)
         moved = proto.sent + proto.received
